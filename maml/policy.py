@@ -12,6 +12,7 @@ learnable log standard deviation (initial std 1.0). Weights use Xavier-uniform i
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -39,7 +40,7 @@ def init_params(
     """
     sizes = [obs_dim, *hidden_sizes, act_dim]
     params: Params = {}
-    for k, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for k, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         bound = math.sqrt(6.0 / (fan_in + fan_out))
         w = (torch.rand(fan_in, fan_out, generator=generator, dtype=torch.float64) * 2.0 - 1.0) * bound
         params[f"w{k}"] = w.to(dtype=dtype, device=device)

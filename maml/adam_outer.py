@@ -1,0 +1,61 @@
+"""The Adam outer step shared by MAML-PPO and MAML-VPG.
+
+garage's MAMLPPO/MAMLVPG call ``Adam.step(closure)`` with a closure that re-adapts every task and overwrites
+``.grad`` with inner-loss gradients, so the step follows the last task's pre-adaptation gradient, never the
+meta-gradient (its bug 2). Here each epoch computes the meta-objective, back-propagates it through the
+adaptation into θ's ``.grad``, and only then steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from maml import meta
+from maml.config import AdamConfig, MAMLConfig
+from maml.meta import MetaBatch, Surrogate
+from maml.policy import Params
+
+
+def make_optimizer(theta: Params, cfg: AdamConfig) -> torch.optim.Adam:
+    """Adam over θ's tensors (which must be leaves that require grad), with garage's ε."""
+    return torch.optim.Adam(list(theta.values()), lr=cfg.outer_lr, eps=cfg.eps)
+
+
+def _loss_kl_entropy(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig, surrogate: Surrogate):
+    adapted = meta.adapt(theta, batch.pre, maml_cfg.inner_lr, first_order=True)
+    with torch.no_grad():
+        adapted = {n: p.detach() for n, p in adapted.items()}
+        return (
+            meta.surrogate_loss(adapted, batch.post, surrogate).item(),
+            meta.mean_kl(adapted, batch.post).item(),
+            meta.mean_entropy(adapted).item(),
+        )
+
+
+def adam_outer_step(
+    theta: Params,
+    optimizer: torch.optim.Optimizer,
+    batch: MetaBatch,
+    maml_cfg: MAMLConfig,
+    surrogate: Surrogate,
+    epochs: int = 1,
+) -> dict[str, float]:
+    """``epochs`` optimizer steps along the meta-gradient of ``surrogate``; updates θ in place.
+
+    θ are the leaf tensors the optimizer holds. Returns garage's statistics for the meta-update.
+    """
+    loss_before, kl_before, _ = _loss_kl_entropy(theta, batch, maml_cfg, surrogate)
+    for _ in range(epochs):
+        optimizer.zero_grad(set_to_none=True)
+        loss, _adapted = meta.meta_objective(theta, batch, surrogate, maml_cfg.inner_lr, maml_cfg.first_order)
+        loss.backward()
+        optimizer.step()
+    loss_after, kl_after, entropy = _loss_kl_entropy(theta, batch, maml_cfg, surrogate)
+    return {
+        "LossBefore": loss_before,
+        "LossAfter": loss_after,
+        "dLoss": loss_before - loss_after,
+        "KLBefore": kl_before,
+        "KLAfter": kl_after,
+        "Entropy": entropy,
+    }

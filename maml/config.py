@@ -1,0 +1,86 @@
+"""Hyperparameters of MAML and its outer optimisers, as frozen dataclasses.
+
+Defaults are garage's (``garage.torch.algos.MAML`` and the examples; see shared/docs/garage-maml.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MAMLConfig:
+    """The meta-learning part, shared by every outer optimiser."""
+
+    meta_batch_size: int = 40
+    """Tasks per meta-update (garage's default; the HalfCheetahDir examples use 20)."""
+    inner_lr: float = 0.1
+    """α, the step size of the inner SGD step on the VPG loss."""
+    num_grad_updates: int = 1
+    """Inner steps per task; each uses a fresh round of episodes sampled with the current adapted policy."""
+    first_order: bool = False
+    """Drop the second-order term of the meta-gradient (FOMAML). garage and the paper: full second order."""
+    discount: float = 0.99
+    """γ for returns and GAE."""
+    gae_lambda: float = 1.0
+    """λ of GAE; 1.0 makes the advantage the discounted return minus the baseline."""
+    center_advantages: bool = True
+    """Centre advantages per task by mean and standard deviation (garage divides by the variance: bug 3)."""
+
+    def __post_init__(self) -> None:
+        if self.meta_batch_size < 1:
+            raise ValueError(f"meta_batch_size must be ≥ 1, got {self.meta_batch_size}")
+        if self.num_grad_updates < 1:
+            raise ValueError(f"num_grad_updates must be ≥ 1, got {self.num_grad_updates}")
+        if not self.inner_lr > 0:
+            raise ValueError(f"inner_lr must be > 0, got {self.inner_lr}")
+        if not 0 < self.discount <= 1:
+            raise ValueError(f"discount must be in (0, 1], got {self.discount}")
+        if not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+
+
+@dataclass(frozen=True)
+class TRPOConfig:
+    """garage's ConjugateGradientOptimizer as MAMLTRPO configures it (``outer_lr`` is unused by TRPO)."""
+
+    max_kl: float = 0.01
+    """δ, the trust region: mean KL(π_sampled ‖ π_new) over post-update samples."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations for the natural-gradient direction."""
+    cg_damping: float = 1e-5
+    """Tikhonov damping: CG solves (H + damping·I) s = g."""
+    backtrack_ratio: float = 0.8
+    """Line search shrinks the step by this ratio each try."""
+    max_backtracks: int = 15
+    """Line search tries ratios ``backtrack_ratio**k`` for k = 0 .. max_backtracks − 1."""
+
+    def __post_init__(self) -> None:
+        if not self.max_kl > 0:
+            raise ValueError(f"max_kl must be > 0, got {self.max_kl}")
+        if self.cg_iters < 1 or self.max_backtracks < 1:
+            raise ValueError("cg_iters and max_backtracks must be ≥ 1")
+        if not 0 < self.backtrack_ratio < 1:
+            raise ValueError(f"backtrack_ratio must be in (0, 1), got {self.backtrack_ratio}")
+
+
+@dataclass(frozen=True)
+class AdamConfig:
+    """An Adam outer step (MAML-PPO and MAML-VPG)."""
+
+    outer_lr: float = 1e-3
+    """Adam's learning rate (garage's ``outer_lr``)."""
+    eps: float = 1e-5
+    """Adam's ε (garage's value)."""
+    epochs: int = 1
+    """Adam steps per meta-update, each re-adapting from the current θ (garage: 1)."""
+    clip_range: float = 0.5
+    """PPO only: ε of the clipped likelihood ratio (garage's ``lr_clip_range``)."""
+
+    def __post_init__(self) -> None:
+        if not self.outer_lr > 0:
+            raise ValueError(f"outer_lr must be > 0, got {self.outer_lr}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be ≥ 1, got {self.epochs}")
+        if not self.clip_range > 0:
+            raise ValueError(f"clip_range must be > 0, got {self.clip_range}")

@@ -1,0 +1,95 @@
+"""The per-task loop way of computing MAML (as garage does): a test oracle and benchmark reference only.
+
+Written independently of the batched path: one task at a time, a plain ``x @ W + b`` MLP, and
+``torch.distributions`` for log-densities and KL. Nothing in training calls this module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.distributions import Independent, Normal, kl_divergence
+
+from maml.meta import MetaBatch, Surrogate
+from maml.policy import Params
+from maml.samples import Episodes
+
+
+def _distribution(params: Params, obs: Tensor) -> Independent:
+    layers = sum(1 for n in params if n.startswith("w"))
+    x = obs
+    for k in range(layers):
+        x = x @ params[f"w{k}"] + params[f"b{k}"]
+        if k < layers - 1:
+            x = torch.tanh(x)
+    return Independent(Normal(x, params["log_std"].exp().expand_as(x)), 1)
+
+
+def _valid(episodes: Episodes, task: int, field: str) -> Tensor:
+    """One task's samples of a field, padding dropped: ``[n_valid, ...]``."""
+    value = getattr(episodes, field)[task]
+    return value[episodes.mask[task] > 0]
+
+
+def _adapt_task(theta: Params, rounds: tuple[Episodes, ...], task: int, inner_lr: float, first_order: bool):
+    params = {n: p if p.requires_grad else p.detach().requires_grad_() for n, p in theta.items()}
+    for episodes in rounds:
+        dist = _distribution(params, _valid(episodes, task, "observations"))
+        loss = -(
+            dist.log_prob(_valid(episodes, task, "actions")) * _valid(episodes, task, "advantages")
+        ).mean()
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
+        step = [g.detach() if first_order else g for g in grads]
+        params = {n: p - inner_lr * g for (n, p), g in zip(params.items(), step, strict=True)}
+    return params
+
+
+def meta_objective(
+    theta: Params, batch: MetaBatch, surrogate: Surrogate, inner_lr: float, first_order: bool = False
+) -> Tensor:
+    """J(θ) = mean over tasks of the surrogate at each task's adapted parameters, one task at a time."""
+    losses = []
+    for task in range(batch.post.num_tasks):
+        params = _adapt_task(theta, batch.pre, task, inner_lr, first_order)
+        logp = _distribution(params, _valid(batch.post, task, "observations")).log_prob(
+            _valid(batch.post, task, "actions")
+        )
+        old = _valid(batch.post, task, "log_probs")
+        adv = _valid(batch.post, task, "advantages")
+        losses.append(surrogate(logp[None], old[None], adv[None], torch.ones_like(adv)[None])[0])
+    return torch.stack(losses).mean()
+
+
+def mean_kl(theta: Params, batch: MetaBatch, inner_lr: float, first_order: bool = False) -> Tensor:
+    """mean_i KL(π_sampled,i ‖ π_θ'_i) on the post-update observations, one task at a time."""
+    kls = []
+    for task in range(batch.post.num_tasks):
+        params = _adapt_task(theta, batch.pre, task, inner_lr, first_order)
+        new = _distribution(params, _valid(batch.post, task, "observations"))
+        means = _valid(batch.post, task, "means")
+        old = Independent(Normal(means, batch.post.log_std[task].exp().expand_as(means)), 1)
+        kls.append(kl_divergence(old, new).mean())
+    return torch.stack(kls).mean()
+
+
+def meta_gradient(
+    theta: Params, batch: MetaBatch, surrogate: Surrogate, inner_lr: float, first_order: bool = False
+) -> Params:
+    """∇_θ J(θ) by the loop."""
+    theta = {n: p.detach().requires_grad_() for n, p in theta.items()}
+    grads = torch.autograd.grad(
+        meta_objective(theta, batch, surrogate, inner_lr, first_order), list(theta.values())
+    )
+    return dict(zip(theta, grads, strict=True))
+
+
+def kl_hvp(
+    theta: Params, batch: MetaBatch, vector: Params, inner_lr: float, first_order: bool = False
+) -> Params:
+    """∇²f(θ) v of the mean KL by double backward over the loop, rebuilt per call as garage does."""
+    theta = {n: p.detach().requires_grad_() for n, p in theta.items()}
+    grads = torch.autograd.grad(
+        mean_kl(theta, batch, inner_lr, first_order), list(theta.values()), create_graph=True
+    )
+    dot = sum((g * vector[n]).sum() for n, g in zip(theta, grads, strict=True))
+    return dict(zip(theta, torch.autograd.grad(dot, list(theta.values())), strict=True))

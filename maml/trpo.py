@@ -1,0 +1,117 @@
+"""MAML-TRPO's outer step: a trust-region step on the meta-objective (Finn et al. 2017, §5.3).
+
+The objective is the importance-sampled surrogate on the post-update episodes,
+
+    L(θ) = −1/T Σ_i mean_t[ π_θ'_i(a_t|s_t) / π_sampled,i(a_t|s_t) · A_t ],
+
+and the constraint the mean KL between each task's sampling policy and its re-adapted policy,
+f(θ) = 1/T Σ_i mean_t KL(π_sampled,i ‖ π_θ'_i(θ)), both differentiated through the adaptation θ → θ'_i.
+Schulman et al. 2015 (Appendix C): solve (H + damping·I) s = g by conjugate gradient with Hessian-vector
+products of f, scale s to the trust region, ‖step‖_H² = 2·max_kl, then backtrack until the surrogate
+improves and f ≤ max_kl; otherwise keep θ unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from maml import meta
+from maml.cg import conjugate_gradient
+from maml.config import MAMLConfig, TRPOConfig
+from maml.meta import MetaBatch
+from maml.policy import Params
+from maml.samples import Episodes, masked_mean
+
+
+def surrogate(log_prob_new: Tensor, log_prob_old: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+    """−mean(ratio · A) per task, ratio = π_new / π_sampled. Shapes ``[T, M]`` → ``[T]``."""
+    ratio = torch.exp(log_prob_new - log_prob_old)
+    return -masked_mean(ratio * advantages, mask)
+
+
+def kl_hvp(theta: Params, adapted: Params, post: Episodes) -> Callable[[Tensor], Tensor]:
+    """``v ↦ ∇²f(θ) v`` for the mean-KL constraint through the adaptation, by double backward.
+
+    ``theta`` are leaf tensors that require grad and ``adapted`` = θ'(θ) built from them with its graph.
+    The returned function reuses one graph of ∇f (built once), so each product costs one backward pass.
+    """
+    names = list(theta)
+    kl_grad = meta.flatten(
+        torch.autograd.grad(meta.mean_kl(adapted, post), [theta[n] for n in names], create_graph=True)
+    )
+
+    def hvp(vector: Tensor) -> Tensor:
+        grads = torch.autograd.grad(kl_grad @ vector, [theta[n] for n in names], retain_graph=True)
+        return meta.flatten(grads)
+
+    return hvp
+
+
+def _evaluate(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig) -> tuple[float, float, float]:
+    """Surrogate loss, mean KL and mean entropy at θ (no graph kept beyond the inner gradients)."""
+    adapted = meta.adapt(theta, batch.pre, maml_cfg.inner_lr, first_order=True)
+    with torch.no_grad():
+        adapted = {n: p.detach() for n, p in adapted.items()}
+        loss = meta.surrogate_loss(adapted, batch.post, surrogate)
+        kl = meta.mean_kl(adapted, batch.post)
+    return loss.item(), kl.item(), meta.mean_entropy(adapted).item()
+
+
+def trpo_step(
+    theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig, cfg: TRPOConfig
+) -> tuple[Params, dict[str, float]]:
+    """One MAML-TRPO meta-update: new θ (detached tensors) and garage's statistics.
+
+    On rejection (no backtracking ratio improves the surrogate within the trust region, or a non-finite
+    value) the returned θ holds the input values unchanged.
+    """
+    theta = meta.requires_grad(theta)
+    names = list(theta)
+    loss_before, adapted = meta.meta_objective(
+        theta, batch, surrogate, maml_cfg.inner_lr, maml_cfg.first_order
+    )
+    grad = meta.flatten(torch.autograd.grad(loss_before, [theta[n] for n in names], retain_graph=True))
+    detached = {n: p.detach() for n, p in adapted.items()}
+    kl_before = meta.mean_kl(detached, batch.post).item()
+    entropy = meta.mean_entropy(detached).item()
+    hvp = kl_hvp(theta, adapted, batch.post)
+
+    def damped_hvp(v: Tensor) -> Tensor:
+        return hvp(v) + cfg.cg_damping * v
+
+    direction = conjugate_gradient(damped_hvp, grad, cfg.cg_iters)
+    curvature = (direction @ damped_hvp(direction)).item()
+    step = math.sqrt(2.0 * cfg.max_kl / (curvature + 1e-8)) * direction
+
+    old = meta.flatten([theta[n].detach() for n in names])
+    loss_before_value = loss_before.item()
+    accepted, tries = False, 0
+    for k in range(cfg.max_backtracks):
+        tries = k + 1
+        candidate = meta.unflatten(old - cfg.backtrack_ratio**k * step, theta)
+        loss_after, kl_after, entropy_after = _evaluate(candidate, batch, maml_cfg)
+        if loss_after < loss_before_value and kl_after <= cfg.max_kl:
+            accepted = math.isfinite(loss_after) and math.isfinite(kl_after)
+            break
+    if accepted:
+        new_theta = {n: p.detach().clone() for n, p in candidate.items()}
+        entropy = entropy_after
+    else:
+        new_theta = {n: p.detach().clone() for n, p in theta.items()}
+        loss_after, kl_after = loss_before_value, kl_before
+
+    stats = {
+        "LossBefore": loss_before_value,
+        "LossAfter": loss_after,
+        "dLoss": loss_before_value - loss_after,
+        "KLBefore": kl_before,
+        "KLAfter": kl_after,
+        "Entropy": entropy,
+        "LineSearchTries": float(tries),
+        "StepAccepted": float(accepted),
+    }
+    return new_theta, stats

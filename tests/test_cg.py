@@ -1,0 +1,23 @@
+import torch
+
+from maml.cg import conjugate_gradient
+
+
+def test_cg_solves_random_spd_systems():
+    gen = torch.Generator().manual_seed(0)
+    for n in (2, 10, 30):
+        m = torch.randn(n, n, generator=gen, dtype=torch.float64)
+        a = m @ m.T + 0.5 * torch.eye(n, dtype=torch.float64)
+        b = torch.randn(n, generator=gen, dtype=torch.float64)
+        x = conjugate_gradient(lambda v, a=a: a @ v, b, iters=3 * n, residual_tol=1e-24)
+        torch.testing.assert_close(x, torch.linalg.solve(a, b), rtol=1e-8, atol=1e-8)
+
+
+def test_cg_exact_in_n_steps_for_distinct_eigenvalues():
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    a = q @ torch.diag(torch.arange(1.0, 7.0, dtype=torch.float64)) @ q.T
+    b = torch.ones(6, dtype=torch.float64)
+    x = conjugate_gradient(lambda v: a @ v, b, iters=6)
+    torch.testing.assert_close(a @ x, b, rtol=1e-9, atol=1e-9)
+    # fewer iterations than the dimension leave a residual
+    assert (a @ conjugate_gradient(lambda v: a @ v, b, iters=2) - b).norm() > 1e-3
