@@ -36,6 +36,10 @@ class MetaBatch:
     post: Episodes
     """Episodes sampled with the adapted parameters, advantages filled."""
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> MetaBatch:
+        """Every round moved (and floating tensors cast) like :meth:`Episodes.to`."""
+        return MetaBatch(pre=tuple(e.to(device, dtype) for e in self.pre), post=self.post.to(device, dtype))
+
 
 def new_log_prob(params: Params, episodes: Episodes) -> Tensor:
     """log π_params(a|s) for every sample of every task: task-batched params → ``[T, E·H]``."""
@@ -43,10 +47,15 @@ def new_log_prob(params: Params, episodes: Episodes) -> Tensor:
     return policy.log_prob(mean, params["log_std"], episodes.flat("actions"))
 
 
+def policy_gradient_loss(log_prob: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+    """``−mean(log π(a|s) · A)`` over the valid samples of each task: ``[T, M]`` → ``[T]``."""
+    return -masked_mean(log_prob * advantages, mask)
+
+
 def vpg_loss(params: Params, episodes: Episodes) -> Tensor:
-    """The inner loss ``−mean(log π(a|s) · A)`` over valid samples, per task: ``[T]``."""
+    """The inner loss (the policy-gradient loss at ``params``), per task: ``[T]``."""
     logp = new_log_prob(params, episodes)
-    return -masked_mean(logp * episodes.flat("advantages"), episodes.flat("mask"))
+    return policy_gradient_loss(logp, episodes.flat("advantages"), episodes.flat("mask"))
 
 
 def inner_step(params: Params, episodes: Episodes, inner_lr: float, create_graph: bool) -> Params:

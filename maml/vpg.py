@@ -9,15 +9,14 @@ from torch import Tensor
 
 from maml.adam_outer import adam_outer_step
 from maml.config import AdamConfig, MAMLConfig
-from maml.meta import MetaBatch
+from maml.meta import MetaBatch, policy_gradient_loss
 from maml.policy import Params
-from maml.samples import masked_mean
 
 
 def surrogate(log_prob_new: Tensor, log_prob_old: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
     """``−mean(log π · A)`` per task (``log_prob_old`` is unused); ``[T, M]`` → ``[T]``."""
     del log_prob_old
-    return -masked_mean(log_prob_new * advantages, mask)
+    return policy_gradient_loss(log_prob_new, advantages, mask)
 
 
 def vpg_step(
