@@ -40,6 +40,10 @@ class MAMLConfig:
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
 
 
+HVP_METHODS = ("gauss_newton", "double_backward")
+"""Valid values of :attr:`TRPOConfig.hvp`."""
+
+
 @dataclass(frozen=True)
 class TRPOConfig:
     """garage's ConjugateGradientOptimizer as MAMLTRPO configures it (``outer_lr`` is unused by TRPO)."""
@@ -54,8 +58,15 @@ class TRPOConfig:
     """Line search shrinks the step by this ratio each try."""
     max_backtracks: int = 15
     """Line search tries ratios ``backtrack_ratio**k`` for k = 0 .. max_backtracks − 1."""
+    hvp: str = "gauss_newton"
+    """How the meta-gradient and KL Hessian-vector products are computed. ``"gauss_newton"``: the exact
+    Hessian at θ as Jᵀ F J by explicit batched R-operator passes over precomputed constants
+    (:mod:`maml.gauss_newton`; one inner step or first order, other adaptations fall back to the generic
+    path). ``"double_backward"``: autograd's double backward through the adaptation (any number of steps)."""
 
     def __post_init__(self) -> None:
+        if self.hvp not in HVP_METHODS:
+            raise ValueError(f"hvp must be one of {', '.join(HVP_METHODS)}; got {self.hvp!r}")
         if not self.max_kl > 0:
             raise ValueError(f"max_kl must be > 0, got {self.max_kl}")
         if self.cg_iters < 1 or self.max_backtracks < 1:

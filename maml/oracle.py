@@ -6,10 +6,14 @@ Written independently of the batched path: one task at a time, a plain ``x @ W +
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.distributions import Independent, Normal, kl_divergence
 
+from maml.cg import conjugate_gradient
+from maml.config import MAMLConfig, TRPOConfig
 from maml.meta import MetaBatch, Surrogate
 from maml.policy import Params
 from maml.samples import Episodes
@@ -93,3 +97,78 @@ def kl_hvp(
     )
     dot = sum((g * vector[n]).sum() for n, g in zip(theta, grads, strict=True))
     return dict(zip(theta, torch.autograd.grad(dot, list(theta.values())), strict=True))
+
+
+def mean_entropy(theta: Params, batch: MetaBatch, inner_lr: float) -> Tensor:
+    """Entropy of each task's adapted policy, averaged over tasks, one task at a time."""
+    entropies = []
+    for task in range(batch.post.num_tasks):
+        params = _adapt_task(theta, batch.pre, task, inner_lr, first_order=True)
+        log_std = params["log_std"].detach()
+        entropies.append(Normal(torch.zeros_like(log_std), log_std.exp()).entropy().sum())
+    return torch.stack(entropies).mean()
+
+
+def _trpo_surrogate(log_prob_new: Tensor, log_prob_old: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+    """TRPO's importance-sampled loss ``−mean(π_new/π_old · A)`` over one task's valid samples: ``[1, n]`` → ``[1]``."""
+    ratio = torch.exp(log_prob_new - log_prob_old)
+    return -(ratio * advantages * mask).sum(-1) / mask.sum(-1)
+
+
+def _flat(tensors) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _unflat(vector: Tensor, like: Params) -> Params:
+    sizes = [p.numel() for p in like.values()]
+    return {n: v.view_as(p) for (n, p), v in zip(like.items(), vector.split(sizes), strict=True)}
+
+
+def trpo_step(
+    theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig, cfg: TRPOConfig
+) -> tuple[Params, dict[str, float]]:
+    """MAML-TRPO's outer step as garage runs it: the per-task loop everywhere, the HVP rebuilt per call.
+
+    garage's ConjugateGradientOptimizer: gradient of the meta-objective; ``(H + damping·I) s = g`` by
+    conjugate gradient where each product re-adapts every task and differentiates the mean KL twice; step
+    ``sqrt(2·max_kl / sᵀAs)·s``; backtracking ``ratio**k`` until the surrogate improves and KL ≤ max_kl,
+    else θ is kept. Same statistics as :func:`maml.trpo.trpo_step` (the reference it is compared with).
+    """
+    lr, first_order = maml_cfg.inner_lr, maml_cfg.first_order
+    theta = {n: p.detach() for n, p in theta.items()}
+    surrogate = _trpo_surrogate
+    grad = _flat(meta_gradient(theta, batch, surrogate, lr, first_order).values())
+
+    def damped_hvp(v: Tensor) -> Tensor:
+        return _flat(kl_hvp(theta, batch, _unflat(v, theta), lr, first_order).values()) + cfg.cg_damping * v
+
+    def evaluate(params: Params) -> tuple[float, float]:
+        loss = meta_objective(params, batch, surrogate, lr, first_order=True).item()
+        return loss, mean_kl(params, batch, lr, first_order=True).item()
+
+    direction = conjugate_gradient(damped_hvp, grad, cfg.cg_iters)
+    step = math.sqrt(2.0 * cfg.max_kl / ((direction @ damped_hvp(direction)).item() + 1e-8)) * direction
+    loss_before, kl_before = evaluate(theta)
+    old = _flat(theta.values())
+    accepted, tries = False, 0
+    for k in range(cfg.max_backtracks):
+        tries = k + 1
+        candidate = _unflat(old - cfg.backtrack_ratio**k * step, theta)
+        loss_after, kl_after = evaluate(candidate)
+        if loss_after < loss_before and kl_after <= cfg.max_kl:
+            accepted = math.isfinite(loss_after) and math.isfinite(kl_after)
+            break
+    new_theta = candidate if accepted else theta
+    if not accepted:
+        loss_after, kl_after = loss_before, kl_before
+    stats = {
+        "LossBefore": loss_before,
+        "LossAfter": loss_after,
+        "dLoss": loss_before - loss_after,
+        "KLBefore": kl_before,
+        "KLAfter": kl_after,
+        "Entropy": mean_entropy(new_theta, batch, lr).item(),
+        "LineSearchTries": float(tries),
+        "StepAccepted": float(accepted),
+    }
+    return {n: p.detach().clone() for n, p in new_theta.items()}, stats

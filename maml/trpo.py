@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from maml import meta
+from maml import gauss_newton, meta, mlp_passes
 from maml.cg import conjugate_gradient
 from maml.config import MAMLConfig, TRPOConfig
 from maml.meta import MetaBatch
@@ -61,54 +62,96 @@ def _evaluate(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig) -> tuple[fl
     return loss.item(), kl.item(), meta.mean_entropy(adapted).item()
 
 
+@dataclass(frozen=True)
+class _Linearization:
+    """What the trust-region step needs at θ, however it was computed."""
+
+    loss: float
+    kl: float
+    entropy: float
+    gradient: Tensor
+    kl_hvp: Callable[[Tensor], Tensor]
+    evaluate: Callable[[Params], tuple[float, float, float]]
+
+
+def _linearize_double_backward(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig) -> _Linearization:
+    """The generic autograd path: meta-gradient by backward, KL-HVP by double backward (any inner steps)."""
+    theta = meta.requires_grad(theta)
+    names = list(theta)
+    loss, adapted = meta.meta_objective(theta, batch, surrogate, maml_cfg.inner_lr, maml_cfg.first_order)
+    grad = meta.flatten(torch.autograd.grad(loss, [theta[n] for n in names], retain_graph=True))
+    detached = {n: p.detach() for n, p in adapted.items()}
+    return _Linearization(
+        loss=loss.item(),
+        kl=meta.mean_kl(detached, batch.post).item(),
+        entropy=meta.mean_entropy(detached).item(),
+        gradient=grad,
+        kl_hvp=kl_hvp(theta, adapted, batch.post),
+        evaluate=lambda candidate: _evaluate(candidate, batch, maml_cfg),
+    )
+
+
+def _linearize_gauss_newton(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig) -> _Linearization:
+    """The explicit batched passes of :mod:`maml.gauss_newton`: HVP = Jᵀ F J with precomputed constants."""
+    point = gauss_newton.linearize(theta, batch, surrogate, maml_cfg.inner_lr, maml_cfg.first_order)
+    scratch = mlp_passes.Buffers()
+    return _Linearization(
+        loss=point.loss,
+        kl=point.kl,
+        entropy=point.entropy,
+        gradient=point.gradient,
+        kl_hvp=point.kl_hvp,
+        evaluate=lambda candidate: gauss_newton.evaluate(
+            candidate, batch, surrogate, maml_cfg.inner_lr, scratch
+        ),
+    )
+
+
 def trpo_step(
     theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig, cfg: TRPOConfig
 ) -> tuple[Params, dict[str, float]]:
     """One MAML-TRPO meta-update: new θ (detached tensors) and garage's statistics.
 
-    On rejection (no backtracking ratio improves the surrogate within the trust region, or a non-finite
-    value) the returned θ holds the input values unchanged.
+    ``cfg.hvp`` picks how the meta-gradient and the KL Hessian-vector products are computed: the explicit
+    passes (``"gauss_newton"``, for one inner step or first order) or the generic double backward (any other
+    adaptation falls back to it). On rejection (no backtracking ratio improves the surrogate within the trust
+    region, or a non-finite value) the returned θ holds the input values unchanged.
     """
-    theta = meta.requires_grad(theta)
-    names = list(theta)
-    loss_before, adapted = meta.meta_objective(
-        theta, batch, surrogate, maml_cfg.inner_lr, maml_cfg.first_order
-    )
-    grad = meta.flatten(torch.autograd.grad(loss_before, [theta[n] for n in names], retain_graph=True))
-    detached = {n: p.detach() for n, p in adapted.items()}
-    kl_before = meta.mean_kl(detached, batch.post).item()
-    entropy = meta.mean_entropy(detached).item()
-    hvp = kl_hvp(theta, adapted, batch.post)
+    theta = {name: theta[name] for name in mlp_passes.Layout.of(theta).names}  # flat vectors: canonical order
+    if cfg.hvp == "gauss_newton" and gauss_newton.supports(len(batch.pre), maml_cfg.first_order):
+        point = _linearize_gauss_newton(theta, batch, maml_cfg)
+    else:
+        point = _linearize_double_backward(theta, batch, maml_cfg)
 
     def damped_hvp(v: Tensor) -> Tensor:
-        return hvp(v) + cfg.cg_damping * v
+        return point.kl_hvp(v) + cfg.cg_damping * v
 
-    direction = conjugate_gradient(damped_hvp, grad, cfg.cg_iters)
+    direction = conjugate_gradient(damped_hvp, point.gradient, cfg.cg_iters)
     curvature = (direction @ damped_hvp(direction)).item()
     step = math.sqrt(2.0 * cfg.max_kl / (curvature + 1e-8)) * direction
 
-    old = meta.flatten([theta[n].detach() for n in names])
-    loss_before_value = loss_before.item()
+    old = meta.flatten([p.detach() for p in theta.values()])
     accepted, tries = False, 0
     for k in range(cfg.max_backtracks):
         tries = k + 1
         candidate = meta.unflatten(old - cfg.backtrack_ratio**k * step, theta)
-        loss_after, kl_after, entropy_after = _evaluate(candidate, batch, maml_cfg)
-        if loss_after < loss_before_value and kl_after <= cfg.max_kl:
+        loss_after, kl_after, entropy_after = point.evaluate(candidate)
+        if loss_after < point.loss and kl_after <= cfg.max_kl:
             accepted = math.isfinite(loss_after) and math.isfinite(kl_after)
             break
+    entropy = point.entropy
     if accepted:
         new_theta = {n: p.detach().clone() for n, p in candidate.items()}
         entropy = entropy_after
     else:
         new_theta = {n: p.detach().clone() for n, p in theta.items()}
-        loss_after, kl_after = loss_before_value, kl_before
+        loss_after, kl_after = point.loss, point.kl
 
     stats = {
-        "LossBefore": loss_before_value,
+        "LossBefore": point.loss,
         "LossAfter": loss_after,
-        "dLoss": loss_before_value - loss_after,
-        "KLBefore": kl_before,
+        "dLoss": point.loss - loss_after,
+        "KLBefore": point.kl,
         "KLAfter": kl_after,
         "Entropy": entropy,
         "LineSearchTries": float(tries),

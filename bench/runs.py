@@ -1,0 +1,249 @@
+"""Read and validate run folders (the contract: ``bench/run_format.py``) into tidy tables.
+
+Every problem raises ``RunFolderError`` naming the file and what is wrong; nothing is skipped. Runs that
+did not finish their epochs are kept and labelled partial.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import run_format as rf
+from bench.comparisons import EXPERIMENTS
+
+REQUIRED_COLUMNS = (rf.EPOCH, rf.TOTAL_ENV_STEPS, rf.RETURN)
+"""Columns every progress.csv must have; the others are read by name where a table needs them."""
+STATUSES = (rf.STATUS_RUNNING, rf.STATUS_FINISHED, rf.STATUS_FAILED)
+SEED_DIR = re.compile(r"seed-(\d+)")
+LAYOUT = "runs/<profile>/<experiment>/seed-<k>/"
+
+
+class RunFolderError(ValueError):
+    """A run folder is missing a file, or a file is corrupt; ``path`` is the offending file or folder."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """One validated run folder."""
+
+    path: Path
+    experiment: str
+    profile: str
+    seed: int
+    status: str
+    epochs_completed: int
+    epochs_total: int
+    config: Mapping[str, Any]
+    progress: pd.DataFrame
+    """One row per logged epoch, sorted by ``Epoch``; every column numeric (empty cells are NaN)."""
+    notes: tuple[str, ...] = ()
+    error: str = ""
+    """First line of the manifest's ``error`` (failed runs)."""
+
+    @property
+    def partial(self) -> bool:
+        return self.status != rf.STATUS_FINISHED or self.epochs_completed < self.epochs_total
+
+    @property
+    def partial_reason(self) -> str:
+        """Why the run is partial ('' when it is complete)."""
+        if not self.partial:
+            return ""
+        reason = f"status {self.status}, {self.epochs_completed}/{self.epochs_total} epochs"
+        return f"{reason}: {self.error}" if self.error else reason
+
+
+def _read_json(path: Path, required: Mapping[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    if not path.is_file():
+        raise RunFolderError(path, "file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunFolderError(path, f"not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise RunFolderError(path, f"expected a JSON object, found {type(data).__name__}")
+    for key, kind in required.items():
+        if key not in data:
+            raise RunFolderError(path, f"missing key {key!r}")
+        value = data[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RunFolderError(path, f"key {key!r} has {value!r}; expected {_kind_name(kind)}")
+    return data
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def read_progress(path: Path) -> pd.DataFrame:
+    """progress.csv as numbers: empty cells → NaN; ``Epoch`` strictly increasing integers and
+    ``TotalEnvSteps`` non-decreasing, both without gaps. Raises ``RunFolderError`` otherwise."""
+    if not path.is_file():
+        raise RunFolderError(path, "file not found")
+    with path.open(newline="") as handle:
+        header = next(csv.reader(handle), None)
+    if not header:
+        raise RunFolderError(path, "empty file: no header row")
+    duplicates = sorted({c for c in header if header.count(c) > 1})
+    if duplicates:
+        raise RunFolderError(path, f"duplicate column(s) {duplicates}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise RunFolderError(path, f"missing required column(s) {missing}; has {header}")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise RunFolderError(path, f"not a readable CSV ({err})") from err
+    columns: dict[str, pd.Series] = {}
+    for column in raw.columns:
+        text = raw[column].str.strip()
+        values = pd.to_numeric(text.where(text != ""), errors="coerce")
+        bad = values.isna() & (text != "") & ~text.str.lower().isin(["nan", "-nan"])
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise RunFolderError(
+                path, f"non-numeric value {raw[column].iloc[row]!r} in column {column!r} at line {row + 2}"
+            )
+        columns[column] = values.astype(float)
+    table = pd.DataFrame(columns, index=raw.index)
+    for column in (rf.EPOCH, rf.TOTAL_ENV_STEPS):
+        if table[column].isna().any():
+            row = int(np.flatnonzero(table[column].isna().to_numpy())[0])
+            raise RunFolderError(path, f"empty {column!r} at line {row + 2}")
+    epochs = table[rf.EPOCH].to_numpy()
+    if (epochs != np.round(epochs)).any() or (np.diff(epochs) <= 0).any():
+        raise RunFolderError(path, f"column {rf.EPOCH!r} must hold strictly increasing integers")
+    if (np.diff(table[rf.TOTAL_ENV_STEPS].to_numpy()) < 0).any():
+        raise RunFolderError(path, f"column {rf.TOTAL_ENV_STEPS!r} decreases")
+    return table
+
+
+def read_run(folder: Path) -> Run:
+    """Validate one ``runs/<profile>/<experiment>/seed-<k>/`` folder and read it."""
+    folder = Path(folder)
+    config = _read_json(folder / rf.CONFIG, {"experiment": str, "profile": str, "seed": int})
+    expected = {"experiment": folder.parent.name, "profile": folder.parent.parent.name}
+    match = SEED_DIR.fullmatch(folder.name)
+    expected["seed"] = int(match.group(1)) if match else folder.name
+    for key, value in expected.items():
+        if config[key] != value:
+            raise RunFolderError(
+                folder / rf.CONFIG, f"{key} is {config[key]!r} but the folder says {value!r}"
+            )
+    manifest = _read_json(folder / rf.MANIFEST, {"status": str, "epochs_completed": int, "epochs_total": int})
+    if manifest["status"] not in STATUSES:
+        raise RunFolderError(folder / rf.MANIFEST, f"status {manifest['status']!r} is not one of {STATUSES}")
+    done, total = manifest["epochs_completed"], manifest["epochs_total"]
+    if not 0 <= done <= total:
+        raise RunFolderError(
+            folder / rf.MANIFEST, f"epochs_completed {done} not in [0, epochs_total={total}]"
+        )
+    notes = []
+    progress_path = folder / rf.PROGRESS
+    if not progress_path.exists() and done == 0 and manifest["status"] != rf.STATUS_FINISHED:
+        progress = pd.DataFrame({c: pd.Series(dtype=float) for c in REQUIRED_COLUMNS})
+        notes.append("no progress.csv yet (0 epochs completed)")
+    else:
+        progress = read_progress(progress_path)
+    if len(progress) != done:
+        notes.append(f"progress.csv has {len(progress)} rows, manifest says {done} epochs completed")
+    if config["experiment"] not in EXPERIMENTS:
+        notes.append(f"experiment {config['experiment']!r} is not one of the five: no comparison declared")
+    error = str(manifest.get("error") or "").strip()
+    return Run(
+        path=folder,
+        experiment=config["experiment"],
+        profile=config["profile"],
+        seed=config["seed"],
+        status=manifest["status"],
+        epochs_completed=done,
+        epochs_total=total,
+        config=config,
+        progress=progress,
+        notes=tuple(notes),
+        error=error.splitlines()[0][:200] if error else "",
+    )
+
+
+def find_run_folders(results: Path) -> list[Path]:
+    """Every ``seed-<k>`` folder under ``results/runs``, sorted; anything else there is an error."""
+    root = Path(results) / "runs"
+    if not root.is_dir():
+        raise RunFolderError(root, f"no runs folder (expected {LAYOUT} under {results})")
+    folders = []
+    for profile in _entries(root):
+        for experiment in _entries(profile):
+            for seed in _entries(experiment):
+                if not SEED_DIR.fullmatch(seed.name):
+                    raise RunFolderError(seed, f"not a seed-<k> folder (expected {LAYOUT})")
+                folders.append(seed)
+    if not folders:
+        raise RunFolderError(root, f"no run folders (expected {LAYOUT})")
+    return sorted(folders, key=lambda p: (p.parent.parent.name, p.parent.name, int(p.name[5:])))
+
+
+def _entries(folder: Path) -> list[Path]:
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    for entry in entries:
+        if not entry.is_dir():
+            raise RunFolderError(entry, f"unexpected file in the run tree (expected {LAYOUT})")
+    return entries
+
+
+def load_runs(results: Path) -> list[Run]:
+    """Read and validate every run folder under ``results/runs``."""
+    return [read_run(folder) for folder in find_run_folders(results)]
+
+
+def runs_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per run: ``profile, experiment, seed, status, epochs_completed, epochs_total, rows, partial,
+    partial_reason, notes, path``."""
+    return pd.DataFrame(
+        [
+            {
+                "profile": r.profile,
+                "experiment": r.experiment,
+                "seed": r.seed,
+                "status": r.status,
+                "epochs_completed": r.epochs_completed,
+                "epochs_total": r.epochs_total,
+                "rows": len(r.progress),
+                "partial": r.partial,
+                "partial_reason": r.partial_reason,
+                "notes": "; ".join(r.notes),
+                "path": str(r.path),
+            }
+            for r in runs
+        ]
+    )
+
+
+def progress_table(runs: list[Run]) -> pd.DataFrame:
+    """All runs' progress.csv rows stacked: ``profile, experiment, seed, partial`` + the progress columns
+    (union over runs; a column a run lacks is NaN there)."""
+    frames = [
+        r.progress.assign(profile=r.profile, experiment=r.experiment, seed=r.seed, partial=r.partial)
+        for r in runs
+    ]
+    frames = [f for f in frames if not f.empty] or [pd.DataFrame(columns=list(REQUIRED_COLUMNS))]
+    table = pd.concat(frames, ignore_index=True, sort=False)
+    ids = ["profile", "experiment", "seed", "partial"]
+    for column in ids:
+        if column not in table:
+            table[column] = pd.Series(dtype=object)
+    return table[ids + [c for c in table.columns if c not in ids]]

@@ -1,0 +1,477 @@
+"""One training run: seeded, checkpointed every epoch, resumable at any moment, one folder of plain files.
+
+Per epoch (Finn et al. 2017, Algorithm 3, as garage runs it): sample ``meta_batch_size`` tasks; sample
+episodes with θ, fit the baseline, adapt (``num_grad_updates`` times, resampling with each adapted policy);
+sample the post-update episodes with θ'; take the outer step; every ``evaluate_every_n_epochs`` epochs run
+the meta-test on held-out tasks. All randomness is derived from (seed, epoch, round, task, episode) through
+``numpy.random.SeedSequence``, so a checkpoint needs no RNG state: resuming at epoch n replays exactly what
+an uninterrupted run does from epoch n on.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dowel
+import numpy as np
+import torch
+
+from bench import files, provenance
+from bench import run_format as rf
+from bench.experiments import ConfigError, ExperimentConfig, from_dict, to_dict
+from bench.families import TaskFamily, class_mean, make_family
+from maml import meta, policy
+from maml.adam_outer import make_optimizer
+from maml.advantages import process_episodes
+from maml.meta import MetaBatch
+from maml.policy import Params
+from maml.ppo import ppo_step
+from maml.sampler import EpisodeStats, sample_episodes
+from maml.trpo import trpo_step
+from maml.vpg import vpg_step
+from maml.wave_sampler import WaveEnv, sample_in_waves
+
+INIT_STREAM, TASK_STREAM, TEST_TASK_STREAM = 0, 1, 2
+TEST_ROUND = 1000
+"""Meta-test sampling rounds start here, apart from the training rounds 0 … num_grad_updates."""
+EVAL_ROUND = 2000
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN or infinite values; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the harness: an experiment config under a profile with a seed, in a results folder."""
+
+    experiment: str
+    profile: str
+    seed: int
+    config: ExperimentConfig
+    results: Path
+    threads: int = 1
+    """Torch and physics threads this run may use."""
+
+    @property
+    def path(self) -> Path:
+        return rf.run_dir(self.results, self.profile, self.experiment, self.seed)
+
+    @property
+    def name(self) -> str:
+        return f"{self.profile}/{self.experiment}/seed-{self.seed}"
+
+
+@dataclass
+class RunSummary:
+    name: str
+    status: str
+    epochs: int
+    final_return: float
+    final_success: float
+    wall_time: float
+    skipped: bool = False
+
+
+@dataclass
+class _State:
+    theta: Params
+    optimizer: torch.optim.Optimizer | None
+    epoch: int = 0
+    total_env_steps: int = 0
+    phase_times: dict[str, float] = field(default_factory=lambda: dict.fromkeys(rf.TIME_PHASES, 0.0))
+
+
+def _generator(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=keys))
+
+
+def _init_theta(config: ExperimentConfig, family: TaskFamily, seed: int) -> Params:
+    torch_seed = int(_generator(seed, INIT_STREAM).integers(2**62))
+    theta = policy.init_params(
+        family.observation_dim,
+        family.action_dim,
+        config.hidden_sizes,
+        torch.Generator().manual_seed(torch_seed),
+        device=config.device,
+    )
+    return meta.requires_grad(theta)
+
+
+def _config_record(spec: RunSpec) -> dict[str, object]:
+    return {"experiment": spec.experiment, "profile": spec.profile, "seed": spec.seed, **to_dict(spec.config)}
+
+
+def _check_config(spec: RunSpec) -> None:
+    """Write config.json, or check that an existing run folder holds the same config."""
+    path = spec.path / rf.CONFIG
+    record = _config_record(spec)
+    if path.exists():
+        stored = files.read_json(path)
+        if stored != record:
+            changed = sorted(k for k in set(stored) | set(record) if stored.get(k) != record.get(k))
+            raise ConfigError(
+                f"{path} holds a different config (fields {', '.join(changed)}); use another --results "
+                "folder or remove that run to start it again"
+            )
+        from_dict({k: v for k, v in stored.items() if k not in ("experiment", "profile", "seed")})
+    else:
+        files.write_json(path, record)
+
+
+class _TensorBoard(dowel.TensorBoardOutput):
+    """dowel's TensorBoard output, leaving out NaN cells (a meta-test not run that epoch)."""
+
+    def _record_kv(self, key: str, value: object, step: object) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return
+        super()._record_kv(key, value, step)
+
+
+class _Progress:
+    """progress.csv and TensorBoard through dowel; on resume the kept rows are replayed into a fresh CSV."""
+
+    def __init__(self, run: Path, keep_epochs: int) -> None:
+        csv_path = run / rf.PROGRESS
+        kept = _read_rows(csv_path, keep_epochs) if keep_epochs else []
+        tmp = run / f".{rf.PROGRESS}.tmp"
+        self._logger = dowel.Logger()
+        self._csv = dowel.CsvOutput(str(tmp))
+        self._logger.add_output(self._csv)
+        self._tabular = dowel.TabularInput()
+        for row in kept:
+            self._write(row)
+        os.replace(tmp, csv_path)  # the open handle follows the file
+        self._logger.add_output(_TensorBoard(str(run / rf.TENSORBOARD), x_axis=rf.EPOCH))
+
+    def _write(self, row: dict[str, float]) -> None:
+        for key, value in row.items():
+            self._tabular.record(key, value)
+        self._logger.log(self._tabular)
+        self._logger.dump_all(int(row[rf.EPOCH]))
+        self._tabular.clear()
+
+    def write(self, row: dict[str, float]) -> None:
+        self._write(row)
+
+    def close(self) -> None:
+        self._logger.remove_all()
+
+
+def _read_rows(path: Path, epochs: int) -> list[dict[str, float]]:
+    """The first ``epochs`` complete rows of a progress.csv (a torn last line is dropped)."""
+    if not path.exists():
+        raise ValueError(f"{path} is missing although a checkpoint exists")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = [r for r in reader if None not in r.values() and None not in r]
+    by_epoch = {int(float(r[rf.EPOCH])): {k: float(v) for k, v in r.items()} for r in rows}
+    missing = [e for e in range(epochs) if e not in by_epoch]
+    if missing:
+        raise ValueError(f"{path} lacks the rows of epochs {missing} that the checkpoint says are done")
+    return [by_epoch[e] for e in range(epochs)]
+
+
+def _success(stats: EpisodeStats) -> np.ndarray:
+    return stats.env_infos["success"]
+
+
+def _episode_rows(
+    prefix: str, stats: EpisodeStats, family: TaskFamily, classes: list[str], row: dict[str, float]
+) -> None:
+    """Average return and success rate (overall under ``prefix``, per class by name)."""
+    is_test = prefix.startswith("MetaTest")
+    row[f"{prefix}Average/AverageReturn"] = float(stats.returns.mean())
+    if family.has_success:
+        row[f"{prefix}Average/SuccessRate"] = float(_success(stats).mean())
+    if prefix in ("", "MetaTest/"):
+        for name in family.class_names:
+            row[rf.class_key(name, "AverageReturn", is_test)] = class_mean(stats.returns, classes, name)
+            if family.has_success:
+                row[rf.class_key(name, "SuccessRate", is_test)] = class_mean(_success(stats), classes, name)
+
+
+class Trainer:
+    """Trains one run; :meth:`run` is the whole lifecycle (fresh, resumed or already finished)."""
+
+    def __init__(self, spec: RunSpec, on_epoch: Callable[[int, int], None] | None = None) -> None:
+        self.spec = spec
+        self.config = spec.config
+        self.on_epoch = on_epoch
+        self.manifest: dict[str, object] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        spec, path = self.spec, self.spec.path
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot create the run folder {path}: {error.strerror}") from error
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"the run folder {path} is not writable")
+        _check_config(spec)
+        manifest_path = path / rf.MANIFEST
+        self.manifest = files.read_json(manifest_path) if manifest_path.exists() else {}
+        if self.manifest.get("status") == rf.STATUS_FINISHED:
+            return self._summary(skipped=True)
+
+        torch.set_num_threads(spec.threads)
+        family = make_family(self.config)
+        try:
+            state = self._load_or_init(family)
+            self._start_manifest(state)
+            progress = _Progress(path, state.epoch)
+            try:
+                self._train(family, state, progress)
+            finally:
+                progress.close()
+        except BaseException as error:
+            self._fail(error)
+            raise
+        finally:
+            family.close()
+        return self._summary()
+
+    def _load_or_init(self, family: TaskFamily) -> _State:
+        checkpoint_path = self.spec.path / rf.CHECKPOINT
+        theta = _init_theta(self.config, family, self.spec.seed)
+        optimizer = None if self.config.algo == "trpo" else make_optimizer(theta, self.config.adam())
+        state = _State(theta=theta, optimizer=optimizer)
+        if checkpoint_path.exists():
+            try:
+                saved = torch.load(checkpoint_path, map_location=self.config.device, weights_only=True)
+            except Exception as error:
+                raise ValueError(f"{checkpoint_path} cannot be read: {error}") from error
+            with torch.no_grad():
+                for name, value in saved["theta"].items():
+                    theta[name].copy_(value)
+            if optimizer is not None:
+                optimizer.load_state_dict(saved["optimizer"])
+            state.epoch = int(saved["epoch"])
+            state.total_env_steps = int(saved["total_env_steps"])
+            state.phase_times = {k: float(v) for k, v in saved["phase_times"].items()}
+        return state
+
+    def _save(self, state: _State) -> None:
+        files.save_torch(
+            self.spec.path / rf.CHECKPOINT,
+            {
+                "theta": {n: p.detach().cpu() for n, p in state.theta.items()},
+                "optimizer": None if state.optimizer is None else state.optimizer.state_dict(),
+                "epoch": state.epoch,
+                "total_env_steps": state.total_env_steps,
+                "phase_times": state.phase_times,
+            },
+        )
+        self.manifest.update(
+            epochs_completed=state.epoch,
+            total_env_steps=state.total_env_steps,
+            phase_seconds={k: round(v, 3) for k, v in state.phase_times.items()},
+            seconds_per_epoch=round(state.phase_times["Epoch"] / max(state.epoch, 1), 3),
+            updated=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        files.write_json(self.spec.path / rf.MANIFEST, self.manifest)
+
+    def _start_manifest(self, state: _State) -> None:
+        starts = list(self.manifest.get("starts", []))
+        starts.append(
+            {"time": datetime.now(UTC).isoformat(timespec="seconds"), "from_epoch": state.epoch}
+            | provenance.host_info(self.config.device)
+        )
+        self.manifest.update(
+            status=rf.STATUS_RUNNING,
+            experiment=self.spec.experiment,
+            profile=self.spec.profile,
+            seed=self.spec.seed,
+            epochs_total=self.config.epochs,
+            epochs_completed=state.epoch,
+            versions=provenance.package_versions(),
+            git=provenance.git_state(),
+            threads=self.spec.threads,
+            started=self.manifest.get("started", starts[0]["time"]),
+            starts=starts,
+        )
+        self.manifest.pop("error", None)
+        files.write_json(self.spec.path / rf.MANIFEST, self.manifest)
+
+    def _fail(self, error: BaseException) -> None:
+        if not self.manifest:
+            return
+        reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+        self.manifest.update(status=rf.STATUS_FAILED, error=reason)
+        files.write_json(self.spec.path / rf.MANIFEST, self.manifest)
+
+    def _summary(self, skipped: bool = False) -> RunSummary:
+        rows = _read_rows(self.spec.path / rf.PROGRESS, int(self.manifest.get("epochs_completed", 0)))
+        last = rows[-1] if rows else {}
+        return RunSummary(
+            name=self.spec.name,
+            status=str(self.manifest.get("status")),
+            epochs=len(rows),
+            final_return=last.get(rf.RETURN, math.nan),
+            final_success=last.get(rf.SUCCESS, math.nan),
+            wall_time=float(self.manifest.get("phase_seconds", {}).get("Epoch", 0.0)),
+            skipped=skipped,
+        )
+
+    # --- training ------------------------------------------------------------------------------------
+    def _train(self, family: TaskFamily, state: _State, progress: _Progress) -> None:
+        cfg, spec = self.config, self.spec
+        num_envs = cfg.meta_batch_size * cfg.episodes_per_task
+        train_env = family.make_env(num_envs, spec.threads)
+        test_tasks = family.test_tasks(_generator(spec.seed, TEST_TASK_STREAM), cfg.test_tasks)
+        test_envs = None
+        if cfg.evaluate_every_n_epochs:
+            test_envs = (
+                family.make_env(len(test_tasks) * cfg.test_adaptation_episodes, spec.threads),
+                family.make_env(len(test_tasks) * cfg.test_episodes, spec.threads),
+            )
+        while state.epoch < cfg.epochs:
+            epoch = state.epoch
+            times = dict.fromkeys(rf.TIME_PHASES, 0.0)
+            start = time.perf_counter()
+            row = self._epoch(family, train_env, state, times)
+            self._check_finite(state, row, epoch)
+            if test_envs is not None and self._evaluate_now(epoch):
+                t0 = time.perf_counter()
+                row |= self._meta_test(family, test_tasks, test_envs, state.theta, epoch)
+                times["Evaluation"] = time.perf_counter() - t0
+            else:
+                row |= self._meta_test_blank(family)
+            times["Epoch"] = time.perf_counter() - start
+            row |= {rf.TIME_PREFIX + k: v for k, v in times.items()}
+            state.epoch += 1
+            for k, v in times.items():
+                state.phase_times[k] += v
+            progress.write(row)
+            if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
+                self._save(state)
+            if self.on_epoch is not None:
+                self.on_epoch(state.epoch, cfg.epochs)
+        self.manifest.update(
+            status=rf.STATUS_FINISHED, finished=datetime.now(UTC).isoformat(timespec="seconds")
+        )
+        files.write_json(spec.path / rf.MANIFEST, self.manifest)
+
+    def _evaluate_now(self, epoch: int) -> bool:
+        every = self.config.evaluate_every_n_epochs
+        return (epoch + 1) % every == 0 or epoch + 1 == self.config.epochs
+
+    def _sample(self, env, params: Params, tasks, episodes: int, epoch: int, sampling_round: int):
+        sample = sample_in_waves if isinstance(env, WaveEnv) else sample_episodes  # Meta-World: worker pool
+        return sample(
+            env,
+            params,
+            tasks,
+            episodes_per_task=episodes,
+            max_episode_length=self.config.max_episode_length,
+            seed=self.spec.seed,
+            epoch=epoch,
+            sampling_round=sampling_round,
+            device=self.config.device,
+        )
+
+    def _epoch(self, family: TaskFamily, env, state: _State, times: dict[str, float]) -> dict[str, float]:
+        cfg, epoch, theta = self.config, state.epoch, state.theta
+        maml_cfg = cfg.maml()
+        tasks = family.train_tasks(_generator(self.spec.seed, TASK_STREAM, epoch), cfg.meta_batch_size)
+        classes = [family.class_of(t) for t in tasks]
+        params = policy.broadcast({n: p.detach() for n, p in theta.items()}, len(tasks))
+        pre, pre_stats = [], []
+        for k in range(cfg.num_grad_updates + 1):
+            t0 = time.perf_counter()
+            episodes, stats = self._sample(env, params, tasks, cfg.episodes_per_task, epoch, k)
+            t1 = time.perf_counter()
+            times["Sampling"] += t1 - t0
+            episodes = process_episodes(episodes, cfg.discount, cfg.gae_lambda)
+            state.total_env_steps += stats.num_env_steps
+            if k == cfg.num_grad_updates:
+                post, post_stats = episodes, stats
+            else:
+                pre.append(episodes)
+                pre_stats.append(stats)
+                adapted = meta.adapt(theta, pre, cfg.inner_lr, first_order=True)
+                params = {n: p.detach() for n, p in adapted.items()}
+            times["Adaptation"] += time.perf_counter() - t1
+
+        t0 = time.perf_counter()
+        batch = MetaBatch(pre=tuple(pre), post=post)
+        if cfg.algo == "trpo":
+            new_theta, step_stats = trpo_step(theta, batch, maml_cfg, cfg.trpo())
+            with torch.no_grad():
+                for name, value in new_theta.items():
+                    theta[name].copy_(value)
+        else:
+            step = ppo_step if cfg.algo == "ppo" else vpg_step
+            step_stats = step(theta, state.optimizer, batch, maml_cfg, cfg.adam())
+        times["OuterStep"] = time.perf_counter() - t0
+
+        row: dict[str, float] = {rf.EPOCH: float(epoch), rf.TOTAL_ENV_STEPS: float(state.total_env_steps)}
+        _episode_rows("", post_stats, family, classes, row)
+        _episode_rows("PreAdapt/", pre_stats[0], family, classes, row)
+        row["Average/StdReturn"] = float(post_stats.returns.std())
+        for key, value in step_stats.items():
+            row[rf.POLICY_PREFIX + key] = float(value)
+        return row
+
+    def _adapt_steps(self) -> int:
+        return max(self.config.test_adapt_steps, self.config.num_grad_updates)
+
+    def _meta_test(self, family: TaskFamily, tasks, envs, theta: Params, epoch: int) -> dict[str, float]:
+        """Adapt to each held-out task on fresh episodes and measure before, during and after adaptation.
+
+        Meta-World's protocol (metaworld/evaluation.py): adapt on ``test_adaptation_episodes`` episodes
+        with ``num_grad_updates`` steps, then run ``test_episodes`` episodes; success rates overall and per
+        class by name. garage meta-tests all 250 test tasks every epoch; the ``full`` profile every 10 epochs.
+        """
+        cfg = self.config
+        adapt_env, eval_env = envs
+        classes = [family.class_of(t) for t in tasks]
+        params = policy.broadcast({n: p.detach() for n, p in theta.items()}, len(tasks))
+        row: dict[str, float] = {}
+        for k in range(self._adapt_steps() + 1):
+            episodes, stats = self._sample(
+                adapt_env, params, tasks, cfg.test_adaptation_episodes, epoch, TEST_ROUND + k
+            )
+            row[rf.adapt_step_key(k)] = float(stats.returns.mean())
+            if k == 0:
+                _episode_rows("MetaTest/PreAdapt/", stats, family, classes, row)
+            if k == cfg.num_grad_updates:
+                _, eval_stats = self._sample(eval_env, params, tasks, cfg.test_episodes, epoch, EVAL_ROUND)
+                _episode_rows("MetaTest/", eval_stats, family, classes, row)
+            if k < self._adapt_steps():
+                episodes = process_episodes(episodes, cfg.discount, cfg.gae_lambda)
+                leaf = {n: p.detach().requires_grad_() for n, p in params.items()}
+                with torch.enable_grad():
+                    params = meta.inner_step(leaf, episodes, cfg.inner_lr, create_graph=False)
+                params = {n: p.detach() for n, p in params.items()}
+        return row
+
+    def _meta_test_blank(self, family: TaskFamily) -> dict[str, float]:
+        """The meta-test columns with NaN (dowel's CSV header is fixed by the first row)."""
+        if not self.config.evaluate_every_n_epochs:
+            return {}
+        keys = [rf.adapt_step_key(k) for k in range(self._adapt_steps() + 1)]
+        keys += [rf.TEST_RETURN, rf.TEST_PRE_RETURN]
+        keys += [rf.class_key(n, "AverageReturn", True) for n in family.class_names]
+        if family.has_success:
+            keys += [rf.TEST_SUCCESS, rf.TEST_PRE_SUCCESS]
+            keys += [rf.class_key(n, "SuccessRate", True) for n in family.class_names]
+        return dict.fromkeys(keys, math.nan)
+
+    def _check_finite(self, state: _State, row: dict[str, float], epoch: int) -> None:
+        bad = [n for n, p in state.theta.items() if not torch.isfinite(p).all()]
+        losses = [k for k in row if k.startswith(rf.POLICY_PREFIX) and not math.isfinite(row[k])]
+        if bad or losses or not math.isfinite(row[rf.RETURN]):
+            raise NonFiniteError(
+                f"epoch {epoch} of {self.spec.name} produced non-finite values "
+                f"(parameters: {bad or 'finite'}; statistics: {losses or 'finite'}); "
+                f"the last checkpoint ({self.manifest.get('epochs_completed', 0)} epochs done) is kept"
+            )

@@ -1,0 +1,354 @@
+"""Meta-World environments in a pool of worker processes, stepped in lockstep by :mod:`maml.wave_sampler`.
+
+A Meta-World step costs 0.5–1.7 ms, mostly Python (shared/docs/environment.md), so threads do not help:
+sampling needs one process per core. Each worker holds at most one environment instance per Meta-World class
+it has run (~21 MB each), built the first time it gets an episode of that class and switched between goals
+with ``set_task``, never rebuilt per task. The main process says which episodes run where
+(:meth:`MetaWorldPool.reset`: episode ``i`` on worker ``workers[i]``, at most one episode per worker and
+class) and sends every worker the actions of its episodes at each step (:meth:`MetaWorldPool.step`).
+
+Each episode, on its worker: ``env.set_task(task)``, then ``env.seed(s)`` and ``env.reset(seed=s)`` with
+``s`` drawn from the episode's ``SeedSequence``. (Meta-World 3.1.1's ``reset`` drops its ``seed`` argument
+and documents ``seed()`` instead; once a task is set, no v3 environment draws anything at reset, so an
+episode is a function of its task and actions. Seeding both ways keeps reset randomness derived from the
+episode should an environment ever draw some.) The environment receives ``clip(a / action_scale, −1, 1)``
+for policy action ``a`` (``action_scale`` 10 is garage's ML45 normalisation, 1 leaves actions as they are);
+the episode runs as long as the sampler says, at most Meta-World's ``max_path_length`` (500), whose
+``truncated`` flag is ignored.
+
+Workers are spawned (not forked: the main process holds torch's thread pools) and ignore SIGINT: Ctrl-C
+reaches the main process, whose ``close`` (or the ``with`` block's exit) stops them. A worker whose parent
+dies sees its pipe close and exits. An exception in a worker or a worker's death (e.g. killed) raises
+:class:`WorkerError` naming the worker and the Meta-World class and task it was running, and closes the
+pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import signal
+import time
+import traceback
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from metaworld.sawyer_xyz_env import SawyerXYZEnv
+from numpy.typing import ArrayLike, NDArray
+
+from maml.envs.metaworld_tasks import MetaWorldTask
+
+OBS_DIM = 39
+"""Meta-World's observation: hand, gripper and objects now (18) and one step earlier (18), goal (3, zeroed in
+the ML benchmarks)."""
+ACT_DIM = 4
+"""Hand displacement (3) and gripper effort (1), each in [−1, 1] at the environment."""
+MAX_EPISODE_LENGTH = SawyerXYZEnv.max_path_length
+"""The longest episode a Meta-World environment allows (500 in 3.1.1)."""
+START_TIMEOUT_S = 300.0
+"""How long a worker may take to start (import Meta-World) on a loaded machine."""
+CLOSE_TIMEOUT_S = 5.0
+"""How long ``close`` waits for workers to exit before terminating them."""
+
+
+class WorkerError(RuntimeError):
+    """A worker raised an exception or died; the message names the worker and the tasks it was running."""
+
+
+def default_num_workers() -> int:
+    """One worker per core this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def reset_seed(seed: np.random.SeedSequence) -> int:
+    """The integer seed of an episode's reset (``env.seed``/``reset(seed=...)`` take non-negative ints)."""
+    return int(seed.generate_state(1, np.uint64)[0])
+
+
+def env_controls(actions: ArrayLike, action_scale: float) -> NDArray[np.float64]:
+    """Policy actions ``[..., 4]`` → what the environment receives, ``clip(a / action_scale, −1, 1)``."""
+    return np.clip(np.asarray(actions, dtype=np.float64) / action_scale, -1.0, 1.0)
+
+
+def make_env(task: Any) -> SawyerXYZEnv:
+    """A fresh environment of a Meta-World ``Task``'s class (the class its data names), task not yet set."""
+    return pickle.loads(task.data)["env_cls"]()
+
+
+def _worker_main(conn: Connection, action_scale: float) -> None:
+    """A worker's loop: build, reset and step its environments as the main process asks.
+
+    Messages: ``("reset", [(Task, seed), …])`` → observations ``[k, 39]``; ``("step", actions [k, 4])`` →
+    ``[k, 41]`` (observation, reward, success) for the episodes of the last reset, in order;
+    ``("close", None)``.
+    Replies are ``("ok", array)`` or ``("error", episode index or −1, traceback)``.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    envs: dict[str, SawyerXYZEnv] = {}
+    running: list[SawyerXYZEnv] = []
+    conn.send(("ok", os.getpid()))
+    while True:
+        try:
+            command, payload = conn.recv()
+        except (EOFError, OSError):  # the main process is gone
+            return
+        if command == "close":
+            return
+        current = -1
+        try:
+            if command == "reset":
+                running = []
+                reply = np.empty((len(payload), OBS_DIM))
+                for current, (task, seed) in enumerate(payload):
+                    env = envs.get(task.env_name)
+                    if env is None:
+                        env = envs[task.env_name] = make_env(task)
+                    env.set_task(task)
+                    env.seed(seed)
+                    reply[current], _ = env.reset(seed=seed)
+                    running.append(env)
+            elif command == "step":
+                controls = env_controls(payload, action_scale)
+                reply = np.empty((len(running), OBS_DIM + 2))
+                for current, env in enumerate(running):
+                    obs, reward, _, _, info = env.step(controls[current])
+                    reply[current, :OBS_DIM] = obs
+                    reply[current, OBS_DIM] = reward
+                    reply[current, OBS_DIM + 1] = info["success"]
+            else:
+                raise ValueError(f"unknown command {command!r}")
+        except Exception:
+            conn.send(("error", current, traceback.format_exc()))
+        else:
+            conn.send(("ok", reply))
+
+
+@dataclass(frozen=True)
+class _Worker:
+    index: int
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+
+
+def _exit_reason(process: multiprocessing.process.BaseProcess) -> str:
+    code = process.exitcode
+    if code is None:
+        return "closed its pipe"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class MetaWorldPool:
+    """``num_workers`` processes running Meta-World episodes; a :class:`maml.wave_sampler.WaveEnv`.
+
+    Use as a context manager (or call :meth:`close`). Tasks are :class:`MetaWorldTask` s; observations and
+    rewards come back as float64.
+    """
+
+    observation_dim = OBS_DIM
+    action_dim = ACT_DIM
+    max_episode_length = MAX_EPISODE_LENGTH
+    info_reductions: Mapping[str, str] = MappingProxyType({"success": "max"})
+    """``success`` per step is 0 or 1; an episode succeeds if it succeeds at any step (Meta-World's and
+    garage's definition)."""
+
+    def __init__(
+        self,
+        num_workers: int | None = None,
+        action_scale: float = 1.0,
+        start_timeout: float = START_TIMEOUT_S,
+    ) -> None:
+        num_workers = default_num_workers() if num_workers is None else num_workers
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+        if not action_scale > 0:
+            raise ValueError(f"action_scale must be positive, got {action_scale}")
+        self.action_scale = float(action_scale)
+        self.episodes: Counter[str] = Counter()
+        """Episodes started so far, per Meta-World class."""
+        self.env_steps: Counter[str] = Counter()
+        """Environment steps taken so far, per Meta-World class."""
+        self._closed = False
+        self._workers: list[_Worker] = []
+        self._rows: list[list[int]] = [[] for _ in range(num_workers)]
+        self._running: list[MetaWorldTask] = []
+        context = multiprocessing.get_context("spawn")
+        try:
+            for index in range(num_workers):
+                parent, child = context.Pipe()
+                process = context.Process(
+                    target=_worker_main,
+                    args=(child, self.action_scale),
+                    name=f"metaworld-worker-{index}",
+                    daemon=True,
+                )
+                process.start()
+                child.close()  # the worker holds the only copy: its death shows here as end of file
+                self._workers.append(_Worker(index, process, parent))
+            deadline = time.monotonic() + start_timeout
+            for worker in self._workers:
+                if not worker.conn.poll(max(deadline - time.monotonic(), 0.0)):
+                    raise WorkerError(
+                        f"Meta-World worker {worker.index} did not start in {start_timeout:.0f} s"
+                    )
+                self._receive(worker)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- the WaveEnv protocol -------------------------------------------------------------------------
+    @property
+    def num_workers(self) -> int:
+        return len(self._workers)
+
+    @staticmethod
+    def group_of(task: MetaWorldTask) -> str:
+        """Episodes of one class share a worker's instance of that class."""
+        return task.class_name
+
+    def reset(
+        self,
+        workers: Sequence[int],
+        tasks: Sequence[MetaWorldTask],
+        seeds: Sequence[np.random.SeedSequence],
+    ) -> NDArray[np.float64]:
+        """Start episode ``i`` of task ``tasks[i]`` on worker ``workers[i]`` with reset seed ``seeds[i]``.
+
+        At most one episode per worker and class. Returns observations ``[n, 39]``; :meth:`step` then steps
+        exactly these episodes.
+        """
+        num = len(tasks)
+        if len(workers) != num or len(seeds) != num:
+            raise ValueError(
+                f"need one worker and one seed per task ({num}), got {len(workers)}, {len(seeds)}"
+            )
+        rows: list[list[int]] = [[] for _ in self._workers]
+        placed: set[tuple[int, str]] = set()
+        for i, (worker, task) in enumerate(zip(workers, tasks, strict=True)):
+            if not 0 <= worker < self.num_workers:
+                raise ValueError(f"worker {worker} out of range: the pool has {self.num_workers} workers")
+            if (worker, task.class_name) in placed:
+                raise ValueError(
+                    f"two episodes of {task.class_name} on worker {worker}: "
+                    "a worker holds one instance per class"
+                )
+            placed.add((worker, task.class_name))
+            rows[worker].append(i)
+        self._rows, self._running = rows, list(tasks)
+        replies = self._call(
+            {
+                w: ("reset", [(tasks[i].task, reset_seed(seeds[i])) for i in r])
+                for w, r in enumerate(rows)
+                if r
+            }
+        )
+        obs = np.empty((num, OBS_DIM))
+        for w, reply in replies.items():
+            obs[rows[w]] = reply
+        self.episodes.update(task.class_name for task in tasks)
+        return obs
+
+    def step(
+        self, actions: ArrayLike
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], dict[str, NDArray[np.float64]]]:
+        """Policy actions ``[n, 4]`` → ``(observations [n, 39], rewards [n], {"success": [n]})``."""
+        actions = np.asarray(actions)
+        if actions.shape != (len(self._running), ACT_DIM):
+            raise ValueError(f"actions must have shape {(len(self._running), ACT_DIM)}, got {actions.shape}")
+        if not np.isfinite(actions).all():
+            raise ValueError("actions must be finite (got NaN or inf)")
+        replies = self._call({w: ("step", actions[r]) for w, r in enumerate(self._rows) if r})
+        out = np.empty((len(self._running), OBS_DIM + 2))
+        for w, reply in replies.items():
+            out[self._rows[w]] = reply
+        self.env_steps.update(task.class_name for task in self._running)
+        return out[:, :OBS_DIM], out[:, OBS_DIM], {"success": out[:, OBS_DIM + 1]}
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers (for monitoring and tests)."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop every worker: ask, wait up to ``timeout`` s, then terminate (and kill) the stragglers."""
+        if self._closed:
+            return
+        self._closed = True
+        for worker in self._workers:
+            if worker.process.pid is not None and worker.process.is_alive():
+                with contextlib.suppress(OSError):
+                    worker.conn.send(("close", None))
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            if worker.process.pid is not None:
+                worker.process.join(max(deadline - time.monotonic(), 0.0))
+        for worker in self._workers:
+            if worker.process.pid is not None and worker.process.is_alive():
+                worker.process.terminate()
+                worker.process.join(1.0)
+                if worker.process.is_alive():
+                    worker.process.kill()
+                    worker.process.join()
+            worker.conn.close()
+
+    def __enter__(self) -> MetaWorldPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- messaging ------------------------------------------------------------------------------------
+    def _call(self, messages: dict[int, tuple[str, Any]]) -> dict[int, Any]:
+        """Send each worker its message, then collect the replies. Any failure closes the pool."""
+        if self._closed:
+            raise RuntimeError("the Meta-World pool is closed")
+        try:
+            for w, message in messages.items():
+                worker = self._workers[w]
+                try:
+                    worker.conn.send(message)
+                except OSError as error:
+                    raise self._death(worker) from error
+            return {w: self._receive(self._workers[w]) for w in messages}
+        except BaseException:
+            self.close()
+            raise
+
+    def _receive(self, worker: _Worker) -> Any:
+        try:
+            status, *payload = worker.conn.recv()
+        except (EOFError, OSError) as error:
+            raise self._death(worker) from error
+        if status == "error":
+            index, trace = payload
+            rows = self._rows[worker.index]
+            where = (
+                f" while running {self._running[rows[index]].describe()}" if 0 <= index < len(rows) else ""
+            )
+            raise WorkerError(
+                f"Meta-World worker {worker.index} (pid {worker.process.pid}) failed{where}:\n{trace}"
+            )
+        return payload[0]
+
+    def _death(self, worker: _Worker) -> WorkerError:
+        worker.process.join(1.0)
+        tasks = [self._running[i].describe() for i in self._rows[worker.index]]
+        doing = f"while running {', '.join(tasks)}" if tasks else "while idle"
+        reason = _exit_reason(worker.process)
+        return WorkerError(f"Meta-World worker {worker.index} (pid {worker.process.pid}) {reason} {doing}")

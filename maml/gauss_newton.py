@@ -1,0 +1,377 @@
+"""MAML-TRPO's meta-gradient and exact KL Hessian-vector product by explicit batched passes.
+
+With one inner step per task, ``θ'_i = θ − α ∇L_i(θ)`` has the Jacobian ``J_i = ∂θ'_i/∂θ = I − α H_i``,
+``H_i = ∇²L_i(θ)`` (symmetric), the Hessian of the inner VPG loss on the pre-update samples. Then
+
+    ∇_θ J(θ) = 1/T Σ_i J_i ∇_θ' S_i(θ'_i)                      (meta-gradient)
+    ∇²_θ f(θ) = 1/T Σ_i J_i F_i J_i                             (KL Hessian at the current θ)
+
+with ``F_i = ∇²_θ' KL(π_sampled,i ‖ π_θ')`` at ``θ' = θ'_i``. The second line is exact because the
+post-update samples come from ``π_θ'_i`` itself: the KL and its gradient vanish at θ, so the chain rule's
+term ``Σ ∂KL/∂θ' · ∇²θ'`` is zero. ``F_i`` is the Fisher of the Gaussian head pulled back through the
+network: ``Gᵀ diag(σ'⁻²) G`` on the mean (``G = ∂μ/∂θ'``, a mask-weighted mean over the task's samples)
+plus ``2·I`` on the log-std, with no mean/log-std cross term.
+
+During a TRPO outer step θ is fixed, so every activation (pre- and post-update), θ', the inner backward
+signals and the loss curvatures are constants: :func:`linearize` computes them once. Each Hessian-vector
+product is then R-operator passes only (Pearlmutter 1994, :mod:`maml.mlp_passes`): ``J_i v`` (R-forward and
+R-backward over the pre-update samples, ``H_i v``), ``F_i u_i`` (R-forward and backward over the
+post-update samples) and ``Σ_i J_i g_i`` (``H_i`` again). Tasks are independent until the final sum, so a
+product runs over chunks of tasks whose intermediates stay in cache (on CPU; one chunk on a GPU).
+``first_order=True`` sets ``J_i = I`` (FOMAML), for any number of inner steps. The line search uses
+:func:`evaluate`, value-only passes.
+
+Vectors are flat in the canonical key order ``w0, b0, …, log_std`` (:class:`maml.mlp_passes.Layout`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from maml import mlp_passes, policy
+from maml.meta import MetaBatch, Surrogate
+from maml.mlp_passes import Activations, Buffers, Layout
+from maml.policy import Params
+from maml.samples import Episodes, masked_mean
+
+CPU_CHUNK_BYTES = 2 * 2**20
+"""On CPU, tasks per chunk are chosen so that one ``[chunk, M, width]`` intermediate takes about this many
+bytes (a core's L2 cache here): a chunk's passes then reuse cached data."""
+
+
+def supports(num_grad_updates: int, first_order: bool) -> bool:
+    """Whether the explicit passes cover this adaptation: one inner step, or any number first-order."""
+    return num_grad_updates == 1 or first_order
+
+
+def default_task_chunk(batch: MetaBatch, width: int) -> int:
+    """Tasks per chunk: all of them on a GPU; on CPU as many as fit :data:`CPU_CHUNK_BYTES` per array."""
+    obs = batch.post.observations
+    if obs.device.type != "cpu":
+        return batch.post.num_tasks
+    samples = max(e.flat("mask").shape[1] for e in (*batch.pre, batch.post))
+    per_task = samples * width * obs.element_size()
+    return max(1, min(batch.post.num_tasks, CPU_CHUNK_BYTES // per_task))
+
+
+def _per_sample(values: Tensor) -> Tensor:
+    """``[act]`` (shared) or ``[T, act]`` (per task) → broadcastable against ``[T, M, act]``."""
+    return values if values.dim() == 1 else values.unsqueeze(1)
+
+
+def _sample_weights(episodes: Episodes, scale: float = 1.0) -> Tensor:
+    """``scale · mask / n_i`` with ``n_i`` the task's valid samples (≥ 1): a masked mean as a sum. ``[T, M]``."""
+    mask = episodes.flat("mask")
+    return mask * (scale / mask.sum(1, keepdim=True).clamp_min(1.0))
+
+
+def _write_log_std(layout: Layout, out: Tensor, per_task: Tensor) -> None:
+    """Store a per-task log-std block ``[T, act]`` into ``out`` (``[T, P]``, or ``[P]`` as the task sum)."""
+    target = layout.log_std(out)
+    if out.dim() == 1:
+        torch.sum(per_task, 0, out=target)
+    else:
+        target.copy_(per_task)
+
+
+@dataclass(frozen=True)
+class InnerCurvature:
+    """What ``H_i v`` needs: the inner losses ``L_i(θ) = −Σ_t w_t log π_θ(a_t|s_t)``, ``w = A·mask/n_i``, at θ.
+
+    For the Gaussian head with residual ``r = a − μ`` and ``c = w·e^{−2s}`` (per action dimension):
+    ``∂L/∂μ = −c r``, ``∂²L/∂μ² = c``, ``∂²L/∂μ∂s = 2 c r``, ``∂²L/∂s² = Σ_t 2 c r²``.
+    """
+
+    layout: Layout
+    theta: Tensor
+    """θ, flat ``[P]``."""
+    acts: Activations
+    """The forward pass at θ on the pre-update observations (``[T, M, ·]``)."""
+    deltas: tuple[Tensor, ...]
+    """``δ_k = ∂L/∂z_k [T, M, out_k]`` of the inner loss."""
+    tanh_curvature: tuple[Tensor, ...]
+    """``q_k = −2 x_{k+1} ⊙ δ_k`` for the hidden layers (the R-backward's slope term)."""
+    mean_curvature: Tensor
+    """``c [T, M, act]``."""
+    cross_curvature: Tensor
+    """``2 c r [T, M, act]``."""
+    log_std_curvature: Tensor
+    """``Σ_t 2 c r² [T, act]``."""
+    inner_lr: float
+    """α."""
+
+    def tasks(self, start: int, stop: int) -> InnerCurvature:
+        """The constants of tasks ``start .. stop − 1`` (views)."""
+        return InnerCurvature(
+            layout=self.layout,
+            theta=self.theta,
+            acts=self.acts.tasks(start, stop),
+            deltas=tuple(d[start:stop] for d in self.deltas),
+            tanh_curvature=tuple(q[start:stop] for q in self.tanh_curvature),
+            mean_curvature=self.mean_curvature[start:stop],
+            cross_curvature=self.cross_curvature[start:stop],
+            log_std_curvature=self.log_std_curvature[start:stop],
+            inner_lr=self.inner_lr,
+        )
+
+
+def _inner_step(
+    layout: Layout, params: Tensor, episodes: Episodes, inner_lr: float, scratch: Buffers, keep: bool
+) -> tuple[Tensor, InnerCurvature | None]:
+    """One SGD step on every task's VPG loss: flat ``params`` (``[P]`` θ or ``[T, P]``) → θ' ``[T, P]``.
+
+    With ``keep`` the pass keeps its activations and returns the curvature constants of ``H_i``; otherwise
+    it is value-only and its intermediates live in ``scratch``.
+    """
+    keep_buffers = None if keep else scratch
+    acts = mlp_passes.forward(layout, params, episodes.flat("observations"), keep_buffers)
+    residual = episodes.flat("actions") - acts.mean
+    sample_w = (_sample_weights(episodes) * episodes.flat("advantages")).unsqueeze(-1)
+    mean_curvature = sample_w * _per_sample(torch.exp(-2.0 * layout.log_std(params)))
+    weighted_residual = mean_curvature * residual
+    grads = torch.empty(episodes.num_tasks, layout.num_params, dtype=params.dtype, device=params.device)
+    deltas = mlp_passes.backward(layout, acts, params, -weighted_residual, grads, scratch, keep_deltas=keep)
+    layout.log_std(grads).copy_((sample_w - weighted_residual * residual).sum(1))
+    adapted = torch.add(params, grads, alpha=-inner_lr)
+    if not keep:
+        return adapted, None
+    curvature = InnerCurvature(
+        layout=layout,
+        theta=params,
+        acts=acts,
+        deltas=tuple(deltas),
+        tanh_curvature=tuple(
+            torch.mul(x[..., :-1], delta).mul_(-2.0)
+            for x, delta in zip(acts.inputs[1:], deltas[:-1], strict=True)
+        ),
+        mean_curvature=mean_curvature,
+        cross_curvature=2.0 * weighted_residual,
+        log_std_curvature=2.0 * (weighted_residual * residual).sum(1),
+        inner_lr=inner_lr,
+    )
+    return adapted, curvature
+
+
+def inner_hvp(curv: InnerCurvature, tangent: Tensor, out: Tensor, buffers: Buffers) -> Tensor:
+    """``H_i u`` for every task into ``out``: ``[T, P]`` per task, or ``[P]`` for ``Σ_i H_i u_i``.
+
+    ``tangent`` is flat, shared ``[P]`` or per task ``[T, P]``.
+    """
+    layout = curv.layout
+    r_z, r_x = mlp_passes.r_forward(layout, curv.acts, curv.theta, tangent, buffers)
+    r_mean, tangent_log_std = r_z[-1], layout.log_std(tangent)
+    scratch = buffers.take("inner_hvp", r_mean.shape, r_mean)
+    r_grad_log_std = torch.mul(curv.cross_curvature, r_mean, out=scratch).sum(1)
+    _write_log_std(layout, out, r_grad_log_std.addcmul_(curv.log_std_curvature, tangent_log_std))
+    r_delta_out = torch.mul(curv.mean_curvature, r_mean, out=scratch)
+    r_delta_out.addcmul_(curv.cross_curvature, _per_sample(tangent_log_std))
+    mlp_passes.r_backward(
+        layout,
+        curv.acts,
+        curv.theta,
+        curv.deltas,
+        curv.tanh_curvature,
+        tangent,
+        r_z,
+        r_x,
+        r_delta_out,
+        out,
+        buffers,
+    )
+    return out
+
+
+def adaptation_jvp(curv: InnerCurvature, vector: Tensor, out: Tensor, buffers: Buffers) -> Tensor:
+    """``J_i v = v − α H_i v`` for a shared flat ``v [P]``, into ``out [T, P]``."""
+    inner_hvp(curv, vector, out, buffers)
+    return torch.add(vector, out, alpha=-curv.inner_lr, out=out)
+
+
+def adaptation_vjp_sum(curv: InnerCurvature, vectors: Tensor, out: Tensor, buffers: Buffers) -> Tensor:
+    """``Σ_i J_iᵀ g_i = Σ_i (g_i − α H_i g_i)`` for per-task ``g [T, P]``, into ``out [P]``."""
+    hessian_part = inner_hvp(curv, vectors, buffers.take("vjp_sum", out.shape, out), buffers)
+    return torch.sum(vectors, 0, out=out).add_(hessian_part, alpha=-curv.inner_lr)
+
+
+@dataclass(frozen=True)
+class PostFisher:
+    """``F_i``: the KL's Hessian w.r.t. θ'_i on the post-update observations, task mean folded in."""
+
+    layout: Layout
+    adapted: Tensor
+    """θ'_i, flat ``[T, P]``."""
+    acts: Activations
+    """The forward pass at θ' on the post-update observations."""
+    mean_weight: Tensor
+    """``mask / (n_i T) · e^{−2s'_i}  [T, M, act]``: ``∂²/∂μ²`` of the task-averaged masked-mean KL."""
+    log_std_weight: Tensor
+    """``2 ρ_i / T  [T, 1]`` with ``ρ_i = Σ mask / max(Σ mask, 1)``: ``∂²/∂s'²`` of the same."""
+
+    def tasks(self, start: int, stop: int) -> PostFisher:
+        """The constants of tasks ``start .. stop − 1`` (views)."""
+        return PostFisher(
+            layout=self.layout,
+            adapted=self.adapted[start:stop],
+            acts=self.acts.tasks(start, stop),
+            mean_weight=self.mean_weight[start:stop],
+            log_std_weight=self.log_std_weight[start:stop],
+        )
+
+
+def fisher_vector(fisher: PostFisher, tangent: Tensor, out: Tensor, buffers: Buffers) -> Tensor:
+    """``F_i u_i`` into ``out`` (``[T, P]`` or ``[P]`` summed): R-forward to ``R{μ}``, Fisher weights, backward.
+
+    ``tangent`` is flat, shared ``[P]`` or per task ``[T, P]``.
+    """
+    layout = fisher.layout
+    r_z, _ = mlp_passes.r_forward(layout, fisher.acts, fisher.adapted, tangent, buffers)
+    weighted = r_z[-1].mul_(fisher.mean_weight)
+    mlp_passes.backward(layout, fisher.acts, fisher.adapted, weighted, out, buffers)
+    _write_log_std(layout, out, fisher.log_std_weight * layout.log_std(tangent))
+    return out
+
+
+@dataclass(frozen=True)
+class Linearization:
+    """Everything a TRPO outer step needs at the current θ, computed once by :func:`linearize`."""
+
+    layout: Layout
+    chunks: tuple[tuple[InnerCurvature | None, PostFisher], ...]
+    """Per chunk of tasks: the adaptation's curvature (``None`` for first order, ``J_i = I``) and ``F_i``."""
+    buffers: Buffers
+    """Scratch memory shared by every product (chunks run one after the other)."""
+    loss: float
+    """The meta-objective J(θ)."""
+    kl: float
+    """The mean KL at θ (0 up to rounding when the post-update samples came from θ')."""
+    entropy: float
+    """Mean entropy of the adapted policies."""
+    gradient: Tensor
+    """∇_θ J(θ), flat ``[P]`` (canonical order)."""
+
+    def kl_hvp(self, vector: Tensor) -> Tensor:
+        """``∇²f(θ) v = 1/T Σ_i J_i F_i J_i v`` for a flat ``v [P]`` (the exact Hessian at θ)."""
+        total = torch.zeros_like(vector)
+        part = self.buffers.take("kl_hvp_part", vector.shape, vector)
+        for inner, fisher in self.chunks:
+            num_tasks = fisher.adapted.shape[0]
+            if inner is None:
+                fisher_vector(fisher, vector, part, self.buffers)
+            else:
+                per_task_shape = (num_tasks, vector.shape[0])
+                adapted_tangent = self.buffers.take("kl_hvp_jv", per_task_shape, vector)
+                adaptation_jvp(inner, vector, adapted_tangent, self.buffers)
+                fisher_part = self.buffers.take("kl_hvp_fjv", per_task_shape, vector)
+                fisher_vector(fisher, adapted_tangent, fisher_part, self.buffers)
+                adaptation_vjp_sum(inner, fisher_part, part, self.buffers)
+            total += part
+        return total
+
+
+def _adapt(
+    layout: Layout, theta: Tensor, rounds: Sequence[Episodes], inner_lr: float, keep: bool, scratch: Buffers
+) -> tuple[Tensor, InnerCurvature | None]:
+    """θ → θ' ``[T, P]`` after ``len(rounds)`` inner steps; the first step's curvature when ``keep``."""
+    params, curvature = _inner_step(layout, theta, rounds[0], inner_lr, scratch, keep)
+    for episodes in rounds[1:]:
+        params, _ = _inner_step(layout, params, episodes, inner_lr, scratch, keep=False)
+    return params, curvature
+
+
+def _surrogate_value(post: Episodes, mean: Tensor, log_std: Tensor, surrogate: Surrogate) -> Tensor:
+    """The outer loss (mean over tasks) from θ''s post-update means ``[T, M, act]`` and ``log_std [T, act]``."""
+    log_prob = policy.log_prob(mean, log_std, post.flat("actions"))
+    return surrogate(log_prob, post.flat("log_probs"), post.flat("advantages"), post.flat("mask")).mean()
+
+
+def _kl_value(post: Episodes, mean: Tensor, log_std: Tensor) -> Tensor:
+    """mean_i KL(π_sampled,i ‖ π_θ'_i) over the post-update samples, from θ''s means and log-std."""
+    kl = policy.kl_divergence(post.flat("means"), post.log_std, mean, log_std)
+    return masked_mean(kl, post.flat("mask")).mean()
+
+
+def linearize(
+    theta: Params,
+    batch: MetaBatch,
+    surrogate: Surrogate,
+    inner_lr: float,
+    first_order: bool = False,
+    task_chunk: int | None = None,
+) -> Linearization:
+    """Adapt, evaluate and differentiate at θ once, keeping the constants of every Hessian-vector product.
+
+    ``task_chunk`` tasks go through each product's passes together (default :func:`default_task_chunk`).
+    """
+    if not supports(len(batch.pre), first_order):
+        raise ValueError("the explicit passes support one inner step (or first order); use double backward")
+    layout = Layout.of(theta)
+    flat_theta = layout.flatten({name: p.detach() for name, p in theta.items()})
+    post, num_tasks = batch.post, batch.post.num_tasks
+    buffers = Buffers()
+    with torch.no_grad():
+        adapted, inner = _adapt(layout, flat_theta, batch.pre, inner_lr, not first_order, buffers)
+        acts = mlp_passes.forward(layout, adapted, post.flat("observations"))
+    adapted_log_std = layout.log_std(adapted)
+    mean = acts.mean.detach().requires_grad_()
+    log_std = adapted_log_std.detach().requires_grad_()
+    with torch.enable_grad():
+        loss = _surrogate_value(post, mean, log_std, surrogate)
+        grad_mean, grad_log_std = torch.autograd.grad(loss, [mean, log_std])
+    with torch.no_grad():
+        valid = post.flat("mask").sum(1, keepdim=True)
+        fisher = PostFisher(
+            layout=layout,
+            adapted=adapted,
+            acts=acts,
+            mean_weight=_sample_weights(post, 1.0 / num_tasks).unsqueeze(-1)
+            * torch.exp(-2.0 * adapted_log_std).unsqueeze(1),
+            log_std_weight=2.0 / num_tasks * valid / valid.clamp_min(1.0),
+        )
+        chunk = task_chunk or default_task_chunk(batch, max(layout.widths[1:]))
+        bounds = [(start, min(start + chunk, num_tasks)) for start in range(0, num_tasks, chunk)]
+        chunks = tuple(
+            (None if inner is None else inner.tasks(start, stop), fisher.tasks(start, stop))
+            for start, stop in bounds
+        )
+        outer = torch.empty_like(adapted)
+        mlp_passes.backward(layout, acts, adapted, grad_mean, outer, buffers)
+        layout.log_std(outer).copy_(grad_log_std)
+        if inner is None:
+            gradient = outer.sum(0)
+        else:
+            gradient = torch.zeros_like(flat_theta)
+            part = torch.empty_like(flat_theta)
+            for (chunk_inner, _), (start, stop) in zip(chunks, bounds, strict=True):
+                gradient += adaptation_vjp_sum(chunk_inner, outer[start:stop], part, buffers)
+        return Linearization(
+            layout=layout,
+            chunks=chunks,
+            buffers=buffers,
+            loss=loss.item(),
+            kl=_kl_value(post, acts.mean, adapted_log_std).item(),
+            entropy=policy.entropy(adapted_log_std).mean().item(),
+            gradient=gradient,
+        )
+
+
+def evaluate(
+    theta: Params, batch: MetaBatch, surrogate: Surrogate, inner_lr: float, scratch: Buffers | None = None
+) -> tuple[float, float, float]:
+    """Surrogate, mean KL and mean entropy at θ by value-only passes (the line search's evaluation).
+
+    Pass the same ``scratch`` to repeated calls (the line search's tries) to reuse their memory.
+    """
+    scratch = Buffers() if scratch is None else scratch
+    layout = Layout.of(theta)
+    with torch.no_grad():
+        flat_theta = layout.flatten(theta)
+        adapted, _ = _adapt(layout, flat_theta, batch.pre, inner_lr, False, scratch)
+        mean = mlp_passes.mean_only(layout, adapted, batch.post.flat("observations"), scratch)
+        log_std = layout.log_std(adapted)
+        loss = _surrogate_value(batch.post, mean, log_std, surrogate)
+        kl = _kl_value(batch.post, mean, log_std)
+        return loss.item(), kl.item(), policy.entropy(log_std).mean().item()

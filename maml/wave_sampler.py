@@ -1,0 +1,288 @@
+"""Sample a meta-batch's episodes in waves on a pool of worker processes (Meta-World).
+
+:func:`maml.sampler.sample_episodes` runs all ``T·E`` episodes at once in one batched environment. That needs
+``T·E`` simulations; a Meta-World environment instance is a 21 MB Python object costing 0.5–1.7 ms a step, and
+ML45's full meta-batch has 2,025 episodes. Here a :class:`WaveEnv` (e.g. :class:`maml.envs.metaworld_pool.
+MetaWorldPool`) has ``W`` workers, each with at most one instance per *group* (Meta-World class). Episodes run
+in *waves*: each wave gives every (worker, group) *slot* one pending episode of its group, steps all of them
+in lockstep with ONE batched policy call per time step, until all are done; then the next wave starts, until
+no episode is pending. The result has the same layout as :func:`~maml.sampler.sample_episodes` 's.
+
+Slots (:func:`assign_slots`): the ``C`` groups of a call share the workers round-robin, each group on ``s``
+distinct workers, ``s`` the smallest count ≥ ``⌈W / C⌉`` whose ``C·s`` slots keep every worker at least 90 %
+as busy as the busiest (ML1 on 2 workers: push on both; ML10's 10 train classes: 5 per worker; its 5 test
+classes: each on both workers, 5 slots per worker rather than 3 and 2).
+
+Seeding and float results do not depend on the waves: episode ``e`` of the task keyed ``k`` takes its reset
+seed and its action noise from ``episode_seed(seed, epoch, round, k, e, stream)`` exactly as
+:mod:`maml.sampler` does, and each running episode is its own row of the policy call, with its task's
+parameters (``[n, ...]`` per-episode parameters, observations ``[n, 1, obs]``): a batched product computes
+each row alone, so the same episode gives the same bits on 1 worker or 16, in whichever wave it runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+from torch import Tensor
+
+from maml import policy
+from maml.policy import Params
+from maml.sampler import (
+    ACTION_STREAM,
+    ENV_STREAM,
+    INFO_REDUCTIONS,
+    EpisodeStats,
+    _check_array,
+    _reduce,
+    _standard_normal,
+    _task_params,
+    _torch_threads,
+    episode_seed,
+)
+from maml.samples import Episodes
+
+MIN_WORKER_BALANCE = 0.9
+"""Slots are replicated until every worker runs at least this fraction of the busiest worker's episodes."""
+
+TaskT_contra = TypeVar("TaskT_contra", contravariant=True)
+TaskT = TypeVar("TaskT")
+
+
+@runtime_checkable
+class WaveEnv(Protocol[TaskT_contra]):
+    """Workers that each hold at most one environment instance per group and run episodes as told.
+
+    Observations and rewards are float64 numpy arrays; an episode must behave exactly like a single
+    environment with its task and reset seed, whatever the worker and whatever ran there before.
+    """
+
+    @property
+    def num_workers(self) -> int: ...
+
+    @property
+    def observation_dim(self) -> int: ...
+
+    @property
+    def action_dim(self) -> int: ...
+
+    @property
+    def max_episode_length(self) -> int:
+        """The longest episode the environments allow."""
+        ...
+
+    @property
+    def info_reductions(self) -> Mapping[str, str]:
+        """The info names :meth:`step` returns, each with one of :data:`maml.sampler.INFO_REDUCTIONS`."""
+        ...
+
+    def group_of(self, task: TaskT_contra) -> Hashable:
+        """Which instance runs the task's episodes (Meta-World: the class name)."""
+        ...
+
+    def reset(
+        self,
+        workers: Sequence[int],
+        tasks: Sequence[TaskT_contra],
+        seeds: Sequence[np.random.SeedSequence],
+    ) -> NDArray[np.float64]:
+        """Start episode ``i`` (task ``tasks[i]``, reset seed ``seeds[i]``) on worker ``workers[i]``, at most
+        one episode per worker and group → observations ``[n, obs]``."""
+        ...
+
+    def step(
+        self, actions: ArrayLike
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], Mapping[str, NDArray[np.float64]]]:
+        """Actions ``[n, act]`` of the last reset's episodes → ``(obs [n, obs], rewards [n], infos)``, with
+        ``infos`` ``{name: [n]}``."""
+        ...
+
+
+def assign_slots(groups: Sequence[Hashable], num_workers: int) -> dict[Hashable, list[int]]:
+    """The workers that run each group's episodes: ``{group: [worker, …]}`` (distinct workers per group).
+
+    ``groups`` in order of first appearance get ``s`` slots each, dealt round-robin (slot ``j`` of the list
+    ``[g0, g1, …, g0, g1, …]`` on worker ``j mod W``); ``s`` as in the module docstring.
+    """
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+    unique = list(dict.fromkeys(groups))
+    if not unique:
+        return {}
+    num_groups = len(unique)
+    most = num_workers // math.gcd(num_groups, num_workers)  # every worker equally busy
+    copies = -(-num_workers // num_groups)
+    while copies < most:
+        total = num_groups * copies
+        if total / (num_workers * -(-total // num_workers)) >= MIN_WORKER_BALANCE:
+            break
+        copies += 1
+    copies = min(copies, most)
+    slots: dict[Hashable, list[int]] = {g: [] for g in unique}
+    for j in range(num_groups * copies):
+        slots[unique[j % num_groups]].append(j % num_workers)
+    return slots
+
+
+def plan_waves(
+    groups: Sequence[Hashable], episodes_per_task: int, slots: Mapping[Hashable, Sequence[int]]
+) -> list[list[tuple[int, int, int]]]:
+    """Waves of ``(task, episode, worker)``: each wave gives each slot the next pending episode of its group.
+
+    Episodes of a group are taken in ``(task, episode)`` order; the waves cover every episode exactly once.
+    """
+    pending = {g: deque() for g in slots}
+    for t, group in enumerate(groups):
+        pending[group].extend((t, e) for e in range(episodes_per_task))
+    waves = []
+    while any(pending.values()):
+        waves.append(
+            [(*pending[g].popleft(), w) for g, workers in slots.items() for w in workers if pending[g]]
+        )
+    return waves
+
+
+def sample_in_waves(
+    env: WaveEnv[TaskT],
+    params: Params,
+    tasks: Sequence[TaskT],
+    *,
+    episodes_per_task: int,
+    max_episode_length: int,
+    seed: int,
+    epoch: int = 0,
+    sampling_round: int = 0,
+    task_keys: Sequence[int] | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    mean_action_fn: Callable[[Params, Tensor], Tensor] = policy.mean_action,
+    policy_threads: int = 1,
+) -> tuple[Episodes, EpisodeStats]:
+    """Collect ``episodes_per_task`` episodes of ``max_episode_length`` steps for each of ``T`` tasks.
+
+    Args:
+        env: the worker pool.
+        params: task-batched policy parameters ``[T, ...]`` (row ``t`` acts in task ``t``'s episodes); any
+            extra entries with a leading task axis travel with them (a scripted policy may read them).
+        tasks: the ``T`` tasks.
+        episodes_per_task: ``E``.
+        max_episode_length: ``H``, at most ``env.max_episode_length``; every episode runs ``H`` steps.
+        seed, epoch, sampling_round: keys of :func:`maml.sampler.episode_seed`.
+        task_keys: the seed key of each task (default ``0 … T−1``).
+        device, dtype: where the returned tensors live; the policy runs on the CPU in ``dtype``.
+        mean_action_fn: the policy mean, ``(params [n, ...], obs [n, 1, obs]) → [n, 1, act]``, called once per
+            time step of each wave with the ``n`` running episodes (each with its own task's parameters).
+        policy_threads: torch's intra-op threads while sampling (restored afterwards); see
+            :func:`maml.sampler.sample_episodes`.
+
+    Returns:
+        ``Episodes`` with ``[T, E, H, ...]`` tensors (``actions`` as the policy emitted them, before the env's
+        scaling; ``advantages`` unset) and the per-episode :class:`~maml.sampler.EpisodeStats`.
+    """
+    num_tasks, num_episodes, horizon = len(tasks), episodes_per_task, max_episode_length
+    if num_tasks < 1 or num_episodes < 1 or horizon < 1:
+        raise ValueError(
+            f"need at least one task, episode and step, got T={num_tasks}, E={num_episodes}, H={horizon}"
+        )
+    if horizon > env.max_episode_length:
+        raise ValueError(
+            f"max_episode_length {horizon} exceeds what the environments allow ({env.max_episode_length})"
+        )
+    if policy_threads < 1:
+        raise ValueError(f"policy_threads must be at least 1, got {policy_threads}")
+    obs_dim, act_dim = env.observation_dim, env.action_dim
+    keys = list(range(num_tasks)) if task_keys is None else [int(k) for k in task_keys]
+    if len(keys) != num_tasks:
+        raise ValueError(f"need one task key per task ({num_tasks}), got {len(keys)}")
+    reductions = dict(env.info_reductions)
+    unknown = {name: how for name, how in reductions.items() if how not in INFO_REDUCTIONS}
+    if unknown:
+        raise ValueError(f"unknown info reductions {unknown}; valid: {INFO_REDUCTIONS}")
+    cpu_params = _task_params(params, num_tasks, obs_dim, act_dim, dtype)
+    groups = [env.group_of(task) for task in tasks]
+    waves = plan_waves(groups, num_episodes, assign_slots(groups, env.num_workers))
+
+    def seeds(stream: int) -> list[np.random.SeedSequence]:
+        return [
+            episode_seed(seed, epoch, sampling_round, k, e, stream) for k in keys for e in range(num_episodes)
+        ]
+
+    noise = _standard_normal(seeds(ACTION_STREAM), (horizon, act_dim))
+    noise_t = torch.from_numpy(noise).to(dtype).view(num_tasks, num_episodes, horizon, act_dim)
+    env_seeds = seeds(ENV_STREAM)
+    log_std = cpu_params["log_std"]
+    std = torch.exp(log_std)
+
+    observations = torch.empty(num_tasks, num_episodes, horizon, obs_dim, dtype=dtype)
+    actions = torch.empty(num_tasks, num_episodes, horizon, act_dim, dtype=dtype)
+    means = torch.empty_like(actions)
+    rewards = np.empty((num_tasks, num_episodes, horizon))
+    infos = {name: np.empty((num_tasks, num_episodes, horizon)) for name in reductions}
+
+    with torch.no_grad(), _torch_threads(policy_threads):
+        for wave in waves:
+            t_idx = torch.tensor([t for t, _, _ in wave])
+            e_idx = torch.tensor([e for _, e, _ in wave])
+            t_np, e_np = t_idx.numpy(), e_idx.numpy()
+            num_running = len(wave)
+            wave_params = {name: p.index_select(0, t_idx) for name, p in cpu_params.items()}
+            wave_std = std.index_select(0, t_idx)
+            wave_noise = noise_t[t_idx, e_idx]  # [n, H, act]
+            obs = env.reset(
+                [w for _, _, w in wave],
+                [tasks[t] for t, _, _ in wave],
+                [env_seeds[t * num_episodes + e] for t, e, _ in wave],
+            )
+            for step in range(horizon):
+                _check_array("observations", obs, (num_running, obs_dim))
+                obs_t = torch.from_numpy(obs).to(dtype)
+                mean = mean_action_fn(wave_params, obs_t.unsqueeze(1))
+                if mean.shape != (num_running, 1, act_dim):
+                    expected = (num_running, 1, act_dim)
+                    raise ValueError(
+                        f"mean_action_fn returned shape {tuple(mean.shape)}, expected {expected}"
+                    )
+                mean = mean[:, 0]
+                action = mean + wave_std * wave_noise[:, step]
+                observations[t_idx, e_idx, step] = obs_t
+                means[t_idx, e_idx, step] = mean
+                actions[t_idx, e_idx, step] = action
+                obs, reward, step_infos = env.step(action.numpy())
+                _check_array("rewards", reward, (num_running,))
+                if step_infos.keys() != reductions.keys():
+                    raise ValueError(
+                        f"env returned infos {sorted(step_infos)} but declares {sorted(reductions)} "
+                        "in info_reductions"
+                    )
+                rewards[t_np, e_np, step] = reward
+                for name, value in step_infos.items():
+                    infos[name][t_np, e_np, step] = value
+        log_probs = policy.log_prob(
+            means.view(num_tasks, -1, act_dim), log_std, actions.view(num_tasks, -1, act_dim)
+        ).view(num_tasks, num_episodes, horizon)
+
+    shape = (num_tasks, num_episodes)
+    episodes = Episodes(
+        observations=observations,
+        actions=actions,
+        rewards=torch.from_numpy(rewards).to(dtype),
+        mask=torch.ones(num_tasks, num_episodes, horizon, dtype=dtype),
+        log_probs=log_probs,
+        means=means,
+        log_std=log_std.clone(),
+    ).to(device=device)
+    stats = EpisodeStats(
+        returns=rewards.sum(axis=2),
+        lengths=np.full(shape, horizon, dtype=np.int64),
+        env_infos={
+            name: _reduce(infos[name].reshape(-1, horizon), how).reshape(shape)
+            for name, how in reductions.items()
+        },
+    )
+    return episodes, stats

@@ -1,0 +1,110 @@
+"""The real command line: errors, local and Ray executors, and a SIGKILL'd run that resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import run_format as rf
+
+TRPO = "maml_trpo_half_cheetah_dir"
+
+
+def bench(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=300, **kwargs
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"bench {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def progress(results: Path, experiment: str = TRPO, seed: int = 0, profile: str = "smoke") -> pd.DataFrame:
+    frame = pd.read_csv(rf.run_dir(results, profile, experiment, seed) / rf.PROGRESS)
+    return frame[sorted(c for c in frame.columns if not c.startswith(rf.TIME_PREFIX))]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("run", "nope"), "unknown experiment 'nope'; valid: maml_ppo_half_cheetah_dir"),
+        (("run", TRPO, "--profile", "fast"), "unknown profile 'fast'"),
+        (("run", TRPO, "--set", "epochs=x"), "bad value for epochs"),
+        (("run", TRPO, "--set", "max_kl=-1"), "max_kl must be > 0"),
+        (("run", TRPO, "--executor", "dask"), "unknown executor 'dask'; valid: local, ray"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(tmp_path, args, message):
+    result = bench(*args, "--results", str(tmp_path), check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "runs").exists(), "nothing is written on bad input"
+
+
+def test_unwritable_results_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    result = bench("run", TRPO, "--profile", "smoke", "--results", str(blocker / "sub"), check=False)
+    assert result.returncode == 2 and "is not writable" in result.stderr
+    assert blocker.read_text() == "keep me"
+
+
+def test_list_shows_experiments_and_profiles():
+    out = bench("list").stdout
+    for name in ("maml_trpo_metaworld_ml45", "maml_ppo_half_cheetah_dir", "smoke", "quick", "full"):
+        assert name in out
+
+
+def test_local_and_ray_executors_write_the_same_files(tmp_path):
+    common = ("run", TRPO, "--profile", "smoke", "--seeds", "0", "1", "--no-progress")
+    local = bench(*common, "--results", str(tmp_path / "local"))
+    assert "2 runs done, 0 failed" in local.stdout
+    ray = bench(*common, "--executor", "ray", "--results", str(tmp_path / "ray"))
+    assert "2 runs done, 0 failed" in ray.stdout
+    for seed in (0, 1):
+        pd.testing.assert_frame_equal(progress(tmp_path / "local", seed=seed), progress(tmp_path / "ray", seed=seed))
+    again = bench(*common, "--results", str(tmp_path / "local"))
+    assert again.stdout.count("already finished") == 2
+
+
+def _epochs_done(run: Path) -> int:
+    try:
+        return json.loads((run / rf.MANIFEST).read_text())["epochs_completed"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_sigkill_mid_run_then_rerun_resumes_to_identical_results(tmp_path):
+    args = ["run", TRPO, "--profile", "smoke", "--seeds", "0", "--no-progress", "--jobs", "1"]
+    args += ["--set", "epochs=12", "--set", "max_episode_length=20", "--set", "evaluate_every_n_epochs=3"]
+    bench(*args, "--results", str(tmp_path / "whole"))
+
+    killed = tmp_path / "killed"
+    run = rf.run_dir(killed, "smoke", TRPO, 0)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", *args, "--results", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while _epochs_done(run) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)  # the CLI and its worker process, mid-epoch
+    process.wait()
+    done = _epochs_done(run)
+    assert 3 <= done < 12, f"the kill should land mid-run, not after {done} epochs"
+    assert json.loads((run / rf.MANIFEST).read_text())["status"] == rf.STATUS_RUNNING
+
+    result = bench(*args, "--results", str(killed))
+    assert "finished after 12 epochs" in result.stdout
+    pd.testing.assert_frame_equal(progress(killed), progress(tmp_path / "whole"))
+    assert not list(run.glob(".*.tmp")), "no temporary files are left behind"

@@ -1,0 +1,503 @@
+"""Meta-World: task samplers, the worker pool and wave sampler (seeding, oracle, scripted policy, failures),
+the meta-test protocol, and the harness end to end.
+
+Benchmarks come from the user cache (:mod:`maml.envs.metaworld_tasks`); ML45 is only built in a slow test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from dataclasses import fields, replace
+from functools import partial
+from pathlib import Path
+
+import metaworld
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from metaworld.policies import SawyerPushV3Policy
+
+import bench.trainer
+from bench import run_format as rf
+from bench.experiments import ConfigError, preset
+from bench.families import MetaWorldFamily, make_family
+from bench.trainer import RunSpec, Trainer
+from maml import policy
+from maml.envs import metaworld_tasks as mwt
+from maml.envs.metaworld_pool import (
+    ACT_DIM,
+    OBS_DIM,
+    MetaWorldPool,
+    WorkerError,
+    env_controls,
+    make_env,
+    reset_seed,
+)
+from maml.envs.metaworld_tasks import MetaWorldTask
+from maml.sampler import ENV_STREAM, episode_seed
+from maml.wave_sampler import WaveEnv, assign_slots, plan_waves, sample_in_waves
+
+REPO = Path(__file__).resolve().parents[1]
+ML10_TRAIN = (
+    "reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3", "button-press-topdown-v3",
+    "peg-insert-side-v3", "window-open-v3", "sweep-v3", "basketball-v3",
+)  # fmt: skip
+ML10_TEST = ("drawer-open-v3", "door-close-v3", "shelf-place-v3", "sweep-into-v3", "lever-pull-v3")
+SEED = 3
+
+
+# --- fixtures ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ml1() -> mwt.TaskSet:
+    return mwt.load_task_set("ml1_push")
+
+
+@pytest.fixture(scope="module")
+def ml10() -> mwt.TaskSet:
+    return mwt.load_task_set("ml10")
+
+
+@pytest.fixture(scope="module")
+def pool1():
+    with MetaWorldPool(1) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def pool2():
+    with MetaWorldPool(2) as pool:
+        yield pool
+
+
+def random_params(num_tasks: int, seed: int = 0) -> policy.Params:
+    """Different parameters per task ``[T, ...]`` (θ plus noise), float32."""
+    g = torch.Generator().manual_seed(seed)
+    theta = policy.init_params(OBS_DIM, ACT_DIM, (16, 16), g)
+    noise = {n: 0.0 if n == "log_std" else 0.1 for n in theta}
+    return {n: p + noise[n] * torch.randn(num_tasks, *p.shape, generator=g) for n, p in theta.items()}
+
+
+def mixed_ml10_tasks(ml10: mwt.TaskSet) -> list[MetaWorldTask]:
+    """Four train tasks of three classes (two of reach): 1 and 2 workers lay the waves out differently."""
+    return [
+        ml10.train["reach-v3"][3],
+        ml10.train["push-v3"][0],
+        ml10.train["reach-v3"][7],
+        ml10.train["pick-place-v3"][1],
+    ]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def observable(task: MetaWorldTask) -> MetaWorldTask:
+    """The same goal with its position in the observation (what Meta-World's scripted policies read)."""
+    data = pickle.loads(task.task.data)
+    data["partially_observable"] = False
+    return replace(task, task=metaworld.Task(task.task.env_name, pickle.dumps(data)))
+
+
+def scripted_push(params: policy.Params, obs: torch.Tensor, calls: list[int] | None = None) -> torch.Tensor:
+    """Meta-World's SawyerPushV3Policy as the policy mean: ``obs [n, 1, 39]`` → ``[n, 1, 4]``."""
+    if calls is not None:
+        calls.append(obs.shape[0])
+    agent = SawyerPushV3Policy()
+    actions = np.stack([agent.get_action(o) for o in obs[:, 0].double().numpy()])
+    return torch.from_numpy(actions).to(obs.dtype).unsqueeze(1)
+
+
+def replay(task: MetaWorldTask, seed: np.random.SeedSequence, actions: np.ndarray, action_scale: float):
+    """A fresh Meta-World environment stepped by hand: observations ``[H, 39]`` (before each action), rewards
+    ``[H]``, success ``[H]``."""
+    env = make_env(task.task)
+    env.set_task(task.task)
+    env.seed(reset_seed(seed))
+    obs, _ = env.reset(seed=reset_seed(seed))
+    observations, rewards, success = [], [], []
+    for action in actions:
+        observations.append(obs)
+        obs, reward, _, _, info = env.step(env_controls(action, action_scale))
+        rewards.append(reward)
+        success.append(info["success"])
+    env.close()
+    return np.array(observations), np.array(rewards), np.array(success)
+
+
+# --- tasks ------------------------------------------------------------------------------------------------
+def test_cache_builds_once_and_rebuilds_a_corrupt_file(tmp_path, monkeypatch):
+    builds = []
+
+    def build():
+        builds.append(1)
+        return {"tasks": len(builds)}
+
+    path = tmp_path / "sub" / "thing.pkl"
+
+    def check(value):
+        return isinstance(value, dict)
+
+    assert mwt.cached(path, build, check, "thing") == {"tasks": 1}
+    assert mwt.cached(path, build, check, "thing") == {"tasks": 1} and len(builds) == 1
+    path.write_bytes(b"\x80\x05 truncated")
+    with pytest.warns(UserWarning, match=r"thing\.pkl is corrupt .*rebuilding"):
+        assert mwt.cached(path, build, check, "thing") == {"tasks": 2}
+    path.write_bytes(pickle.dumps([1, 2]))
+    with pytest.warns(UserWarning, match="holds a list, not the expected object"):
+        assert mwt.cached(path, build, check, "thing") == {"tasks": 3}
+    assert pickle.loads(path.read_bytes()) == {"tasks": 3}
+    assert [p.name for p in path.parent.iterdir()] == ["thing.pkl"]  # no temporary files left
+
+    monkeypatch.setenv(mwt.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    version = mwt.importlib.metadata.version("metaworld")
+    assert mwt.cache_path("ml10", 0) == tmp_path / "cache" / f"metaworld-{version}" / "ml10-seed0.pkl"
+    monkeypatch.delenv(mwt.CACHE_ENV_VAR)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert mwt.cache_dir() == tmp_path / "xdg" / "maml-bench"
+
+
+def test_cold_build_of_ml1_is_cached_and_equal(tmp_path, ml1):
+    benchmark = mwt.load_benchmark("ml1_push", directory=tmp_path)
+    assert mwt.cache_path("ml1_push", mwt.BENCHMARK_SEED, tmp_path).is_file()
+    assert mwt.task_set("ml1_push", benchmark) == ml1 == mwt.load_task_set("ml1_push", directory=tmp_path)
+    with pytest.raises(ValueError, match=r"unknown Meta-World benchmark 'ml5'.*ml1_push, ml10, ml45"):
+        mwt.load_benchmark("ml5", directory=tmp_path)
+
+
+def test_ml1_samples_push_goals_seeded(ml1):
+    assert ml1.train_classes == ml1.test_classes == ml1.class_names == ("push-v3",)
+    assert len(ml1.train["push-v3"]) == len(ml1.test["push-v3"]) == 50
+    tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 20)
+    assert len(tasks) == 20 and len({t.goal for t in tasks}) == 20  # distinct goals within a meta-batch
+    assert {(t.class_name, t.split, t.task.env_name) for t in tasks} == {("push-v3", "train", "push-v3")}
+    assert tasks == mwt.sample_train_tasks(ml1, np.random.default_rng(0), 20)
+    assert tasks != mwt.sample_train_tasks(ml1, np.random.default_rng(1), 20)
+    assert len({t.goal for t in mwt.sample_train_tasks(ml1, np.random.default_rng(0), 70)}) == 50
+    test = mwt.pick_test_tasks(ml1, np.random.default_rng(0), 5)
+    assert len(test) == 5 and {t.split for t in test} == {"test"}
+    assert len(mwt.pick_test_tasks(ml1, np.random.default_rng(0), 500)) == 50  # capped
+    train_goals = {pickle.loads(t.task.data)["rand_vec"].tobytes() for t in ml1.train["push-v3"]}
+    assert not train_goals & {pickle.loads(t.task.data)["rand_vec"].tobytes() for t in ml1.test["push-v3"]}
+    assert pickle.loads(pickle.dumps(tasks[0])) == tasks[0]
+
+
+def test_ml10_samples_meta_batch_over_classes(ml10):
+    assert ml10.train_classes == ML10_TRAIN and ml10.test_classes == ML10_TEST
+    assert ml10.class_names == ML10_TRAIN + ML10_TEST and ml10.num_test_tasks == 250
+    tasks = mwt.sample_train_tasks(ml10, np.random.default_rng(0), 20)
+    assert Counter(t.class_name for t in tasks) == dict.fromkeys(ML10_TRAIN, 2)
+    assert all(t.split == "train" and t.task.env_name == t.class_name for t in tasks)
+    with pytest.raises(
+        ValueError, match="10 train classes: meta_batch_size must be a positive multiple of 10"
+    ):
+        mwt.sample_train_tasks(ml10, np.random.default_rng(0), 15)
+    test = mwt.pick_test_tasks(ml10, np.random.default_rng(0), 7)
+    assert sorted(Counter(t.class_name for t in test).values()) == [1, 1, 1, 2, 2]
+    assert [t.class_name for t in test] == sorted((t.class_name for t in test), key=ML10_TEST.index)
+    everything = mwt.pick_test_tasks(ml10, np.random.default_rng(0), 300)
+    assert len(everything) == 250 and len({(t.class_name, t.goal) for t in everything}) == 250
+
+
+@pytest.mark.slow
+def test_ml45_samples_one_goal_per_class():
+    ml45 = mwt.load_task_set("ml45")
+    assert len(ml45.train_classes) == 45 and len(ml45.test_classes) == 5 and ml45.num_test_tasks == 250
+    tasks = mwt.sample_train_tasks(ml45, np.random.default_rng(0), 45)
+    assert Counter(t.class_name for t in tasks) == dict.fromkeys(ml45.train_classes, 1)
+    with pytest.raises(
+        ValueError, match="45 train classes: meta_batch_size must be a positive multiple of 45"
+    ):
+        mwt.sample_train_tasks(ml45, np.random.default_rng(0), 20)
+
+
+def test_family_checks_meta_batch_size():
+    family = make_family(preset("maml_trpo_metaworld_ml10", "smoke"))
+    try:
+        assert isinstance(family, MetaWorldFamily) and family.has_success
+        assert family.class_names == ML10_TRAIN + ML10_TEST
+        assert (family.observation_dim, family.action_dim) == (OBS_DIM, ACT_DIM)
+    finally:
+        family.close()
+    with pytest.raises(ConfigError, match="multiple of 10"):
+        make_family(replace(preset("maml_trpo_metaworld_ml10", "smoke"), meta_batch_size=15))
+
+
+# --- waves ------------------------------------------------------------------------------------------------
+def test_slots_balance_workers_with_distinct_workers_per_class():
+    assert assign_slots(["push"] * 5, 2) == {"push": [0, 1]}
+    ten = assign_slots([f"c{i}" for i in range(10)], 2)
+    assert Counter(w for ws in ten.values() for w in ws) == {0: 5, 1: 5} and all(
+        len(w) == 1 for w in ten.values()
+    )
+    assert assign_slots([f"c{i}" for i in range(5)], 2) == {f"c{i}": [i % 2, (i + 1) % 2] for i in range(5)}
+    for groups, workers in ((1, 3), (45, 2), (45, 16), (10, 16), (5, 16), (3, 7)):
+        slots = assign_slots([f"c{i}" for i in range(groups)], workers)
+        load = Counter(w for ws in slots.values() for w in ws)
+        assert all(len(set(ws)) == len(ws) for ws in slots.values())  # distinct workers per class
+        assert sum(load.values()) / (workers * max(load.values())) >= 0.9  # every worker nearly as busy
+
+
+def test_waves_cover_every_episode_once():
+    groups = ["a", "b", "a", "c"]
+    slots = assign_slots(groups, 2)
+    waves = plan_waves(groups, 3, slots)
+    done = [(t, e) for wave in waves for t, e, _ in wave]
+    assert sorted(done) == [(t, e) for t in range(4) for e in range(3)]
+    for wave in waves:
+        placed = [(w, groups[t]) for t, _, w in wave]
+        assert len(placed) == len(set(placed))  # one episode per (worker, class) instance
+        assert all(w in slots[groups[t]] for t, _, w in wave)
+
+
+# --- the pool and the wave sampler -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ml10_run(ml10, pool2):
+    tasks = mixed_ml10_tasks(ml10)
+    episodes, stats = sample_in_waves(
+        pool2,
+        random_params(len(tasks)),
+        tasks,
+        episodes_per_task=3,
+        max_episode_length=15,
+        seed=SEED,
+        epoch=2,
+    )
+    return tasks, episodes, stats
+
+
+def test_pool_is_a_wave_env(pool2):
+    assert isinstance(pool2, WaveEnv) and pool2.num_workers == 2 and len(pool2.pids) == 2
+    assert pool2.max_episode_length == 500 and dict(pool2.info_reductions) == {"success": "max"}
+
+
+def test_same_seed_same_episodes_whatever_the_workers(ml10, ml10_run, pool1, pool2):
+    tasks, episodes, stats = ml10_run
+    assert episodes.observations.shape == (4, 3, 15, OBS_DIM) and episodes.actions.shape == (
+        4,
+        3,
+        15,
+        ACT_DIM,
+    )
+    assert episodes.rewards.shape == episodes.log_probs.shape == (4, 3, 15) and episodes.log_std.shape == (
+        4,
+        4,
+    )
+    assert stats.returns.shape == stats.env_infos["success"].shape == (4, 3) and stats.num_env_steps == 180
+    np.testing.assert_allclose(stats.returns, episodes.rewards.double().sum(-1).numpy(), rtol=1e-6)
+    kwargs = dict(episodes_per_task=3, max_episode_length=15, seed=SEED, epoch=2)
+    params = random_params(len(tasks))
+    for pool in (pool1, pool2):
+        again, again_stats = sample_in_waves(pool, params, tasks, **kwargs)
+        for f in fields(episodes):
+            if getattr(episodes, f.name) is not None:
+                assert torch.equal(getattr(again, f.name), getattr(episodes, f.name)), f.name
+        np.testing.assert_array_equal(again_stats.returns, stats.returns)
+        np.testing.assert_array_equal(again_stats.env_infos["success"], stats.env_infos["success"])
+    # an episode does not depend on the batch around it: task 2 alone, keyed 2
+    alone, _ = sample_in_waves(
+        pool2, {n: p[2:3] for n, p in params.items()}, tasks[2:3], task_keys=[2], **kwargs
+    )
+    assert torch.equal(alone.observations[0], episodes.observations[2])
+    assert torch.equal(alone.actions[0], episodes.actions[2])
+    other, _ = sample_in_waves(pool2, params, tasks, **(kwargs | {"seed": SEED + 1}))
+    assert not torch.equal(other.actions, episodes.actions)
+
+
+def test_pool_equals_a_plain_env_stepped_by_hand(ml10_run):
+    tasks, episodes, stats = ml10_run
+    for t, e in ((0, 0), (0, 2), (1, 1), (3, 2)):  # reach ran twice on each worker: instances are reused
+        seed = episode_seed(SEED, 2, 0, t, e, ENV_STREAM)
+        obs, rewards, success = replay(tasks[t], seed, episodes.actions[t, e].double().numpy(), 1.0)
+        assert torch.equal(episodes.observations[t, e], torch.from_numpy(obs).float())
+        assert torch.equal(episodes.rewards[t, e], torch.from_numpy(rewards).float())
+        assert stats.returns[t, e] == rewards.sum() and stats.env_infos["success"][t, e] == success.max()
+
+
+def test_action_scale_reaches_the_env(ml1):
+    tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 2)
+    params = random_params(2)
+    params["log_std"] = torch.full((2, ACT_DIM), np.log(10.0))  # actions ~10: scaled back into [−1, 1]
+    with MetaWorldPool(1, action_scale=10.0) as pool:
+        episodes, _ = sample_in_waves(
+            pool, params, tasks, episodes_per_task=1, max_episode_length=12, seed=SEED
+        )
+    seed = episode_seed(SEED, 0, 0, 1, 0, ENV_STREAM)
+    obs, rewards, _ = replay(tasks[1], seed, episodes.actions[1, 0].double().numpy(), 10.0)
+    assert episodes.actions.abs().max() > 3
+    assert torch.equal(episodes.observations[1, 0], torch.from_numpy(obs).float())
+    assert torch.equal(episodes.rewards[1, 0], torch.from_numpy(rewards).float())
+    np.testing.assert_array_equal(env_controls([[20.0, -5.0, 0.5, -30.0]], 10.0), [[1.0, -0.5, 0.05, -1.0]])
+
+
+def test_episode_length_is_checked(ml1, pool2):
+    tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 1)
+    with pytest.raises(ValueError, match="max_episode_length 501 exceeds what the environments allow"):
+        sample_in_waves(pool2, random_params(1), tasks, episodes_per_task=1, max_episode_length=501, seed=0)
+
+
+def test_scripted_push_succeeds_with_exact_counts(ml1, pool2):
+    tasks = [observable(t) for t in mwt.pick_test_tasks(ml1, np.random.default_rng(0), 5)]
+    params = {"w0": torch.zeros(5, OBS_DIM, 1), "log_std": torch.full((5, ACT_DIM), -20.0)}
+    calls: list[int] = []
+    episodes_before, steps_before = sum(pool2.episodes.values()), sum(pool2.env_steps.values())
+    episodes, stats = sample_in_waves(
+        pool2, params, tasks, episodes_per_task=2, max_episode_length=100, seed=SEED,
+        mean_action_fn=partial(scripted_push, calls=calls),
+    )  # fmt: skip
+    assert stats.env_infos["success"].mean() >= 0.8
+    assert sum(pool2.episodes.values()) - episodes_before == 10
+    assert sum(pool2.env_steps.values()) - steps_before == 1000 == stats.num_env_steps
+    assert len(calls) == 5 * 100 and set(calls) == {2}  # 5 waves of 2 episodes (push on both workers)
+    assert (episodes.rewards.sum(-1) > 300).all()
+
+
+def test_meta_test_protocol_with_scripted_push(ml1, pool2, monkeypatch, tmp_path):
+    """bench.trainer's meta-test, adaptation disabled, with Meta-World's scripted push policy."""
+    config = replace(
+        preset("maml_trpo_metaworld_ml1_push", "smoke"),
+        max_episode_length=100,
+        test_tasks=4,
+        test_adaptation_episodes=2,
+    )
+    trainer = Trainer(RunSpec("maml_trpo_metaworld_ml1_push", "smoke", 0, config, tmp_path, threads=2))
+    family = MetaWorldFamily("ml1_push", config.action_scale)
+    tasks = [observable(t) for t in family.test_tasks(np.random.default_rng(0), config.test_tasks)]
+    theta = policy.init_params(OBS_DIM, ACT_DIM, config.hidden_sizes, torch.Generator().manual_seed(0))
+    theta["log_std"].fill_(-20.0)
+    monkeypatch.setattr(
+        bench.trainer, "sample_in_waves", partial(sample_in_waves, mean_action_fn=scripted_push)
+    )
+    monkeypatch.setattr(bench.trainer.meta, "inner_step", lambda params, *args, **kwargs: params)
+    before = pool2.episodes["push-v3"]
+    row = trainer._meta_test(family, tasks, (pool2, pool2), theta, epoch=0)
+    # 4 tasks × (2 adaptation episodes before and after the (disabled) step + 1 test episode)
+    assert pool2.episodes["push-v3"] - before == 4 * (2 * 2 + 1)
+    assert row[rf.TEST_SUCCESS] >= 0.8 and row[rf.TEST_PRE_SUCCESS] >= 0.8
+    assert row[rf.class_key("push-v3", "SuccessRate", True)] == row[rf.TEST_SUCCESS]
+    assert row[rf.adapt_step_key(0)] == row[rf.TEST_PRE_RETURN]
+
+
+# --- failures and shutdown --------------------------------------------------------------------------------
+def test_crashed_worker_is_reported_and_the_pool_stops(ml1):
+    tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 2)
+    pool = MetaWorldPool(2)
+    pids = pool.pids
+    steps: list[int] = []
+
+    def kill_worker_1(params, obs):
+        steps.append(1)
+        if len(steps) == 3:
+            os.kill(pids[1], signal.SIGKILL)
+        return policy.mean_action(params, obs)
+
+    message = (
+        rf"worker 1 \(pid {pids[1]}\) killed by SIGKILL while running push-v3 train goal {tasks[0].goal}$"
+    )
+    with pytest.raises(WorkerError, match=message):
+        sample_in_waves(
+            pool,
+            random_params(2),
+            tasks,
+            episodes_per_task=2,
+            max_episode_length=20,
+            seed=0,
+            mean_action_fn=kill_worker_1,
+        )
+    assert pool.closed and not any(alive(pid) for pid in pids)
+    with pytest.raises(RuntimeError, match="pool is closed"):
+        sample_in_waves(pool, random_params(2), tasks, episodes_per_task=1, max_episode_length=5, seed=0)
+
+
+def test_worker_exception_names_the_task_and_stops_the_pool(ml1):
+    good = ml1.train["push-v3"][4]
+    data = pickle.loads(good.task.data) | {"bogus": 1}
+    bad = replace(good, task=metaworld.Task("push-v3", pickle.dumps(data)))
+    with MetaWorldPool(1) as pool:
+        pids = pool.pids
+        with pytest.raises(
+            WorkerError,
+            match=r"(?s)worker 0 \(pid \d+\) failed while running push-v3 train goal 4.*TypeError",
+        ):
+            sample_in_waves(pool, random_params(1), [bad], episodes_per_task=1, max_episode_length=5, seed=0)
+        assert pool.closed
+    assert not any(alive(pid) for pid in pids)
+
+
+CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import numpy as np, torch
+    from maml import policy
+    from maml.envs.metaworld_pool import MetaWorldPool
+    from maml.envs.metaworld_tasks import load_task_set, sample_train_tasks
+    from maml.wave_sampler import sample_in_waves
+
+    if __name__ == "__main__":
+        tasks = sample_train_tasks(load_task_set("ml1_push"), np.random.default_rng(0), 4)
+        params = policy.broadcast(policy.init_params(39, 4, (8,), torch.Generator().manual_seed(0)), 4)
+        with MetaWorldPool(2) as pool:
+            print(json.dumps(pool.pids), flush=True)
+            sample_in_waves(pool, params, tasks, episodes_per_task=50, max_episode_length=500, seed=0)
+    """
+)
+
+
+def test_ctrl_c_stops_the_workers(tmp_path):
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, text=True,
+    )  # fmt: skip
+    try:
+        line = process.stdout.readline()
+        assert line, process.stderr.read()
+        pids = json.loads(line)
+        time.sleep(1.0)  # sampling (100,000 steps) is under way
+        interrupted = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert time.monotonic() - interrupted < 15
+    assert process.returncode != 0 and "KeyboardInterrupt" in stderr
+    assert not any(alive(pid) for pid in pids)
+
+
+# --- the harness end to end ------------------------------------------------------------------------------
+def test_harness_smoke_ml1_push_and_ml10(tmp_path):
+    experiments = ("maml_trpo_metaworld_ml1_push", "maml_trpo_metaworld_ml10")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "run", *experiments, "--profile", "smoke", "--seeds", "0",
+         "--results", str(tmp_path), "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    for experiment, classes in ((experiments[0], ("push-v3",)), (experiments[1], ML10_TRAIN + ML10_TEST)):
+        progress = pd.read_csv(rf.run_dir(tmp_path, "smoke", experiment, 0) / rf.PROGRESS)
+        assert len(progress) == 2
+        for key in (rf.SUCCESS, rf.TEST_SUCCESS, rf.PRE_SUCCESS, rf.TEST_PRE_SUCCESS):
+            assert progress[key].between(0, 1).all(), key
+        for name in classes:
+            assert (
+                rf.class_key(name, "SuccessRate") in progress
+                and rf.class_key(name, "SuccessRate", True) in progress
+            )
+        trained = ML10_TRAIN if experiment == experiments[1] else classes
+        assert progress[[rf.class_key(n, "SuccessRate") for n in trained]].notna().all().all()
+        config = preset(experiment, "smoke")
+        assert progress[rf.TOTAL_ENV_STEPS].iloc[-1] == 2 * config.env_steps_per_epoch()
