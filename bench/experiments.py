@@ -144,18 +144,22 @@ EXPERIMENTS = tuple(FULL)
 
 # quick: the same algorithm on a budget (sizes chosen from measured epoch times; see README)
 QUICK_CHANGES: dict[str, dict[str, object]] = {
-    "maml_ppo_half_cheetah_dir": dict(epochs=60, meta_batch_size=10, episodes_per_task=10, test_tasks=4),
-    "maml_trpo_half_cheetah_dir": dict(epochs=60, meta_batch_size=10, episodes_per_task=10, test_tasks=4),
+    "maml_ppo_half_cheetah_dir": dict(
+        epochs=100, meta_batch_size=10, episodes_per_task=10, test_tasks=4, evaluate_every_n_epochs=5,
+    ),
+    "maml_trpo_half_cheetah_dir": dict(
+        epochs=100, meta_batch_size=10, episodes_per_task=10, test_tasks=4, evaluate_every_n_epochs=5,
+    ),
     "maml_trpo_metaworld_ml1_push": dict(
-        epochs=10, meta_batch_size=10, episodes_per_task=4, max_episode_length=150, test_tasks=5,
+        epochs=20, meta_batch_size=10, episodes_per_task=4, max_episode_length=150, test_tasks=5,
         evaluate_every_n_epochs=5, test_adaptation_episodes=4,
     ),
     "maml_trpo_metaworld_ml10": dict(
-        epochs=6, meta_batch_size=10, episodes_per_task=2, max_episode_length=150, test_tasks=5,
-        evaluate_every_n_epochs=3, test_adaptation_episodes=2,
+        epochs=15, meta_batch_size=10, episodes_per_task=2, max_episode_length=150, test_tasks=5,
+        evaluate_every_n_epochs=5, test_adaptation_episodes=2,
     ),
     "maml_trpo_metaworld_ml45": dict(
-        epochs=3, meta_batch_size=45, episodes_per_task=1, max_episode_length=100, test_tasks=5,
+        epochs=6, meta_batch_size=45, episodes_per_task=1, max_episode_length=100, test_tasks=5,
         evaluate_every_n_epochs=3, test_adaptation_episodes=2,
     ),
 }  # fmt: skip

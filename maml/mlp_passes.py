@@ -1,7 +1,8 @@
 """Hand-written forward, backward and R-operator passes of the tanh MLP, batched over tasks.
 
-The network of :mod:`maml.policy`: ``z_k = x_k W_k + b_k`` for layers ``k = 0 .. L−1``, ``x_{k+1} = tanh(z_k)``
-for the hidden layers, and the mean ``μ = z_{L−1}``. Samples are ``[T, M, ·]`` (``T`` tasks, ``M`` samples).
+The network of :mod:`maml.policy`: ``z_k = x_k W_k + b_k`` for layers ``k = 0 .. L−1``,
+``x_{k+1} = tanh(z_k)`` for the hidden layers, and the mean ``μ = z_{L−1}``. Samples are ``[T, M, ·]``
+(``T`` tasks, ``M`` samples).
 
 Layout. Parameter-space vectors (θ, gradients, tangents) are flat tensors ``[P]`` (shared by all tasks) or
 ``[T, P]`` (one row per task) in :data:`policy`'s key order ``w0, b0, w1, b1, …, log_std``, so each layer's
@@ -96,7 +97,7 @@ class Layout:
         return flat[..., self._offset(self.num_layers) :]
 
     def flatten(self, params: Params) -> Tensor:
-        """A parameter dict (shared ``[...]`` or task-batched ``[T, ...]``) → one flat tensor, canonical order."""
+        """A parameter dict (shared or task-batched ``[T, ...]``) → one flat tensor in the canonical order."""
         first = params["log_std"]
         lead = first.shape[:-1]
         return torch.cat([params[name].reshape(*lead, -1) for name in self.names], dim=-1)
@@ -131,7 +132,8 @@ class Activations:
         )
 
 
-def _take(buffers: Buffers | None, name: str, shape: Sequence[int], like: Tensor) -> Tensor:
+def take(buffers: Buffers | None, name: str, shape: Sequence[int], like: Tensor) -> Tensor:
+    """``buffers.take(...)``, or a fresh uninitialised tensor when ``buffers`` is ``None``."""
     if buffers is None:
         return torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
     return buffers.take(name, shape, like)
@@ -144,7 +146,7 @@ def _batched(matrix: Tensor, num_tasks: int) -> Tensor:
 
 def with_ones(x: Tensor, name: str, buffers: Buffers | None = None) -> Tensor:
     """``[x, 1]``: ``x [T, M, n]`` with a column of ones appended, ``[T, M, n + 1]``."""
-    out = _take(buffers, name, (*x.shape[:-1], x.shape[-1] + 1), x)
+    out = take(buffers, name, (*x.shape[:-1], x.shape[-1] + 1), x)
     out[..., :-1].copy_(x)
     out[..., -1].fill_(1.0)
     return out
@@ -152,7 +154,7 @@ def with_ones(x: Tensor, name: str, buffers: Buffers | None = None) -> Tensor:
 
 def _ones_input(shape: Sequence[int], name: str, like: Tensor, buffers: Buffers | None) -> Tensor:
     """An uninitialised ``[T, M, n + 1]`` input whose last column is ones (the first ``n`` get written)."""
-    out = _take(buffers, name, (*shape[:-1], shape[-1] + 1), like)
+    out = take(buffers, name, (*shape[:-1], shape[-1] + 1), like)
     out[..., -1].fill_(1.0)
     return out
 
@@ -164,28 +166,23 @@ def forward(layout: Layout, params: Tensor, obs: Tensor, buffers: Buffers | None
     x = with_ones(obs, "forward_x0", buffers)
     inputs, slopes = [x], []
     for k in range(layout.num_layers - 1):
-        z = torch.bmm(
-            x,
-            _batched(layout.layer(params, k), num_tasks),
-            out=_take(buffers, "forward_z", (*x.shape[:-1], layout.widths[k + 1]), x),
-        )
-        x = _ones_input(z.shape, f"forward_x{k + 1}", z, buffers)
-        hidden = torch.tanh(z, out=x[..., :-1])
+        width = layout.widths[k + 1]
+        z = take(buffers, "forward_z", (*x.shape[:-1], width), x)
+        hidden = torch.bmm(x, _batched(layout.layer(params, k), num_tasks), out=z).tanh_()  # contiguous: fast
+        slope = take(buffers, f"forward_slope{k}", hidden.shape, hidden)
         slopes.append(
             torch.addcmul(
-                torch.ones((), dtype=z.dtype, device=z.device),
-                hidden,
-                hidden,
-                value=-1.0,
-                out=_take(buffers, f"forward_slope{k}", z.shape, z),
+                torch.ones((), dtype=z.dtype, device=z.device), hidden, hidden, value=-1.0, out=slope
             )
         )
+        x = _ones_input(hidden.shape, f"forward_x{k + 1}", hidden, buffers)
+        x[..., :-1].copy_(hidden)
         inputs.append(x)
     last = layout.num_layers - 1
     mean = torch.bmm(
         x,
         _batched(layout.layer(params, last), num_tasks),
-        out=_take(buffers, "forward_mean", (*x.shape[:-1], layout.widths[-1]), x),
+        out=take(buffers, "forward_mean", (*x.shape[:-1], layout.widths[-1]), x),
     )
     return Activations(inputs=tuple(inputs), slopes=tuple(slopes), mean=mean)
 
@@ -195,18 +192,22 @@ def mean_only(layout: Layout, params: Tensor, obs: Tensor, buffers: Buffers) -> 
     num_tasks = obs.shape[0]
     x = with_ones(obs, "mean_only_x0", buffers)
     for k in range(layout.num_layers - 1):
-        x_next = _ones_input((*x.shape[:-1], layout.widths[k + 1]), f"mean_only_x{k + 1}", x, buffers)
-        torch.bmm(x, _batched(layout.layer(params, k), num_tasks), out=x_next[..., :-1]).tanh_()
-        x = x_next
+        z = buffers.take("mean_only_z", (*x.shape[:-1], layout.widths[k + 1]), x)
+        hidden = torch.bmm(x, _batched(layout.layer(params, k), num_tasks), out=z).tanh_()
+        x = _ones_input(hidden.shape, f"mean_only_x{k + 1}", hidden, buffers)
+        x[..., :-1].copy_(hidden)
     last = layout.num_layers - 1
     return torch.bmm(x, _batched(layout.layer(params, last), num_tasks))
 
 
-def _write_outer(out: Tensor, x: Tensor, delta: Tensor) -> None:
-    """``out = Xᵀ δ`` per task, ``out [T, in + 1, out]`` (a view of a flat vector, written in place).
+def _narrow(x: Tensor, delta: Tensor) -> bool:
+    """Whether ``Xᵀ δ`` is better computed as ``(δᵀ X)ᵀ``: ``δ`` far narrower than ``X`` (the output head)."""
+    return 4 * delta.shape[-1] <= x.shape[-1]
 
-    Narrow outputs (fewer columns than rows) are computed as ``(δᵀ X)ᵀ``, which streams ``X`` once."""
-    if delta.shape[-1] < x.shape[-1]:
+
+def _write_outer(out: Tensor, x: Tensor, delta: Tensor) -> None:
+    """``out = Xᵀ δ`` per task, ``out [T, in + 1, out]`` (a view of a flat vector, written in place)."""
+    if _narrow(x, delta):
         torch.bmm(delta.transpose(1, 2), x, out=out.transpose(1, 2))
     else:
         torch.bmm(x.transpose(1, 2), delta, out=out)
@@ -214,14 +215,20 @@ def _write_outer(out: Tensor, x: Tensor, delta: Tensor) -> None:
 
 def _add_outer_(out: Tensor, x: Tensor, delta: Tensor) -> None:
     """``out += xᵀ δ`` per task, in place."""
-    if delta.shape[-1] < x.shape[-1]:
+    if _narrow(x, delta):
         out.transpose(1, 2).baddbmm_(delta.transpose(1, 2), x)
     else:
         out.baddbmm_(x.transpose(1, 2), delta)
 
 
 def _layer_gradient(
-    out: Tensor, k: int, layout: Layout, buffers: Buffers, x: Tensor, delta: Tensor, extra=None
+    out: Tensor,
+    k: int,
+    layout: Layout,
+    buffers: Buffers,
+    x: Tensor,
+    delta: Tensor,
+    extra: tuple[Tensor, Tensor] | None = None,
 ) -> None:
     """``∂ℓ/∂A_k = X_kᵀ δ_k`` (plus ``extra = (r_x, δ')``: ``+ [r_xᵀ δ'; 0]``) into the flat ``out``:
     per task when ``out`` is ``[T, P]``, summed over tasks when it is ``[P]``."""
@@ -243,13 +250,13 @@ def backward(
     grad_mean: Tensor,
     out: Tensor,
     buffers: Buffers,
-    keep_deltas: bool = False,
+    delta_store: Buffers | None,
 ) -> list[Tensor]:
     """Vector-Jacobian product of the mean: ``grad_mean = ∂ℓ/∂μ [T, M, act]`` → ``∂ℓ/∂A_k`` written into the
     layer views of ``out`` (``[T, P]`` per task or ``[P]`` summed; the log-std slot is left to the caller).
 
-    Returns ``δ_k = ∂ℓ/∂z_k [T, M, out_k]`` with ``δ_{k−1} = (δ_k W_kᵀ) ⊙ (1 − x_k²)``: fresh tensors with
-    ``keep_deltas`` (constants of a Hessian pass), otherwise scratch from ``buffers``.
+    Returns ``δ_k = ∂ℓ/∂z_k [T, M, out_k]`` with ``δ_{k−1} = (δ_k W_kᵀ) ⊙ (1 − x_k²)``, held in
+    ``delta_store`` (fresh tensors when ``None``: constants the caller keeps); scratch from ``buffers``.
     """
     num_tasks = grad_mean.shape[0]
     deltas = [grad_mean] * layout.num_layers
@@ -258,7 +265,7 @@ def backward(
         _layer_gradient(out, k, layout, buffers, acts.inputs[k], delta)
         if k > 0:
             slope = acts.slopes[k - 1]
-            previous = _take(None if keep_deltas else buffers, f"backward{k - 1}", slope.shape, slope)
+            previous = take(delta_store, f"backward{k - 1}", slope.shape, slope)
             weight = _batched(layout.weight(params, k), num_tasks).transpose(1, 2)
             deltas[k - 1] = torch.bmm(delta, weight, out=previous).mul_(slope)
     return deltas

@@ -110,7 +110,7 @@ def mean_entropy(theta: Params, batch: MetaBatch, inner_lr: float) -> Tensor:
 
 
 def _trpo_surrogate(log_prob_new: Tensor, log_prob_old: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
-    """TRPO's importance-sampled loss ``−mean(π_new/π_old · A)`` over one task's valid samples: ``[1, n]`` → ``[1]``."""
+    """TRPO's loss ``−mean(π_new/π_old · A)`` over one task's valid samples: ``[1, n]`` → ``[1]``."""
     ratio = torch.exp(log_prob_new - log_prob_old)
     return -(ratio * advantages * mask).sum(-1) / mask.sum(-1)
 

@@ -9,6 +9,10 @@ f(θ) = 1/T Σ_i mean_t KL(π_sampled,i ‖ π_θ'_i(θ)), both differentiated t
 Schulman et al. 2015 (Appendix C): solve (H + damping·I) s = g by conjugate gradient with Hessian-vector
 products of f, scale s to the trust region, ‖step‖_H² = 2·max_kl, then backtrack until the surrogate
 improves and f ≤ max_kl; otherwise keep θ unchanged.
+
+The meta-gradient and the products come from :mod:`maml.gauss_newton` (the exact Hessian at θ as Jᵀ F J,
+explicit batched passes over constants computed once per step) by default, or from autograd's double
+backward through the adaptation (``TRPOConfig.hvp``; also the fallback for several second-order steps).
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ def _evaluate(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig) -> tuple[fl
 
 
 @dataclass(frozen=True)
-class _Linearization:
+class _LocalModel:
     """What the trust-region step needs at θ, however it was computed."""
 
     loss: float
@@ -74,14 +78,14 @@ class _Linearization:
     evaluate: Callable[[Params], tuple[float, float, float]]
 
 
-def _linearize_double_backward(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig) -> _Linearization:
+def _linearize_double_backward(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig) -> _LocalModel:
     """The generic autograd path: meta-gradient by backward, KL-HVP by double backward (any inner steps)."""
     theta = meta.requires_grad(theta)
     names = list(theta)
     loss, adapted = meta.meta_objective(theta, batch, surrogate, maml_cfg.inner_lr, maml_cfg.first_order)
     grad = meta.flatten(torch.autograd.grad(loss, [theta[n] for n in names], retain_graph=True))
     detached = {n: p.detach() for n, p in adapted.items()}
-    return _Linearization(
+    return _LocalModel(
         loss=loss.item(),
         kl=meta.mean_kl(detached, batch.post).item(),
         entropy=meta.mean_entropy(detached).item(),
@@ -91,11 +95,11 @@ def _linearize_double_backward(theta: Params, batch: MetaBatch, maml_cfg: MAMLCo
     )
 
 
-def _linearize_gauss_newton(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig) -> _Linearization:
+def _linearize_gauss_newton(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig) -> _LocalModel:
     """The explicit batched passes of :mod:`maml.gauss_newton`: HVP = Jᵀ F J with precomputed constants."""
     point = gauss_newton.linearize(theta, batch, surrogate, maml_cfg.inner_lr, maml_cfg.first_order)
     scratch = mlp_passes.Buffers()
-    return _Linearization(
+    return _LocalModel(
         loss=point.loss,
         kl=point.kl,
         entropy=point.entropy,

@@ -8,10 +8,11 @@ in *waves*: each wave gives every (worker, group) *slot* one pending episode of 
 in lockstep with ONE batched policy call per time step, until all are done; then the next wave starts, until
 no episode is pending. The result has the same layout as :func:`~maml.sampler.sample_episodes` 's.
 
-Slots (:func:`assign_slots`): the ``C`` groups of a call share the workers round-robin, each group on ``s``
-distinct workers, ``s`` the smallest count ≥ ``⌈W / C⌉`` whose ``C·s`` slots keep every worker at least 90 %
-as busy as the busiest (ML1 on 2 workers: push on both; ML10's 10 train classes: 5 per worker; its 5 test
-classes: each on both workers, 5 slots per worker rather than 3 and 2).
+Slots (:func:`assign_slots`): the ``C`` groups of a call share the workers, each group on ``s`` distinct
+workers, ``s`` the smallest count ≥ ``⌈W / C⌉`` whose ``C·s`` slots can keep every worker at least 90 % as
+busy as the busiest (ML1 on 2 workers: push on both; ML10's 10 train classes: 5 per worker; its 5 test
+classes: each on both workers, 5 slots per worker rather than 3 and 2); slots are placed so that each
+worker's sum of step costs (Meta-World classes differ by 3×) is as even as a greedy placement makes it.
 
 Seeding and float results do not depend on the waves: episode ``e`` of the task keyed ``k`` takes its reset
 seed and its action noise from ``episode_seed(seed, epoch, round, k, e, stream)`` exactly as
@@ -86,6 +87,10 @@ class WaveEnv(Protocol[TaskT_contra]):
         """Which instance runs the task's episodes (Meta-World: the class name)."""
         ...
 
+    def step_cost(self, group: Hashable) -> float:
+        """Relative cost of one step of an episode of ``group`` (balances the workers; results ignore it)."""
+        ...
+
     def reset(
         self,
         workers: Sequence[int],
@@ -104,11 +109,15 @@ class WaveEnv(Protocol[TaskT_contra]):
         ...
 
 
-def assign_slots(groups: Sequence[Hashable], num_workers: int) -> dict[Hashable, list[int]]:
+def assign_slots(
+    groups: Sequence[Hashable], num_workers: int, step_cost: Callable[[Hashable], float] | None = None
+) -> dict[Hashable, list[int]]:
     """The workers that run each group's episodes: ``{group: [worker, …]}`` (distinct workers per group).
 
-    ``groups`` in order of first appearance get ``s`` slots each, dealt round-robin (slot ``j`` of the list
-    ``[g0, g1, …, g0, g1, …]`` on worker ``j mod W``); ``s`` as in the module docstring.
+    Each of the ``C`` groups (in order of first appearance) gets ``s`` slots, ``s`` as in the module
+    docstring. The slots are placed costliest first (``step_cost``, default 1), each on the least loaded
+    worker that does not hold its group yet (ties: the lower index), so that the workers finish a wave's
+    steps together.
     """
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {num_workers}")
@@ -124,9 +133,18 @@ def assign_slots(groups: Sequence[Hashable], num_workers: int) -> dict[Hashable,
             break
         copies += 1
     copies = min(copies, most)
+    cost = {g: 1.0 if step_cost is None else float(step_cost(g)) for g in unique}
+    if not all(math.isfinite(c) and c > 0 for c in cost.values()):
+        raise ValueError(f"step costs must be positive and finite, got {cost}")
+    order = sorted(range(num_groups * copies), key=lambda j: (-cost[unique[j % num_groups]], j))
+    load = [0.0] * num_workers
     slots: dict[Hashable, list[int]] = {g: [] for g in unique}
-    for j in range(num_groups * copies):
-        slots[unique[j % num_groups]].append(j % num_workers)
+    for j in order:
+        group = unique[j % num_groups]
+        free = [w for w in range(num_workers) if w not in slots[group]]
+        worker = min(free, key=lambda w: (load[w], w))
+        slots[group].append(worker)
+        load[worker] += cost[group]
     return slots
 
 
@@ -206,7 +224,7 @@ def sample_in_waves(
         raise ValueError(f"unknown info reductions {unknown}; valid: {INFO_REDUCTIONS}")
     cpu_params = _task_params(params, num_tasks, obs_dim, act_dim, dtype)
     groups = [env.group_of(task) for task in tasks]
-    waves = plan_waves(groups, num_episodes, assign_slots(groups, env.num_workers))
+    waves = plan_waves(groups, num_episodes, assign_slots(groups, env.num_workers, env.step_cost))
 
     def seeds(stream: int) -> list[np.random.SeedSequence]:
         return [

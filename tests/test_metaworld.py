@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from metaworld.policies import SawyerPushV3Policy
+from metaworld.policies import SawyerPickPlaceV3Policy, SawyerPushV3Policy
+from metaworld.sawyer_xyz_env import SawyerXYZEnv
 
 import bench.trainer
 from bench import run_format as rf
@@ -36,11 +37,13 @@ from maml.envs import metaworld_tasks as mwt
 from maml.envs.metaworld_pool import (
     ACT_DIM,
     OBS_DIM,
+    STEP_COST_MS,
     MetaWorldPool,
     WorkerError,
     env_controls,
     make_env,
     reset_seed,
+    touching_object_fast,
 )
 from maml.envs.metaworld_tasks import MetaWorldTask
 from maml.sampler import ENV_STREAM, episode_seed
@@ -53,6 +56,8 @@ ML10_TRAIN = (
 )  # fmt: skip
 ML10_TEST = ("drawer-open-v3", "door-close-v3", "shelf-place-v3", "sweep-into-v3", "lever-pull-v3")
 SEED = 3
+SCRIPTED_WARNING = "ignore:Constant.*may be too high:UserWarning"
+"""Meta-World's scripted policies warn that their gains exceed the action bounds (the env clips)."""
 
 
 # --- fixtures ---------------------------------------------------------------------------------------------
@@ -75,6 +80,13 @@ def pool1():
 @pytest.fixture(scope="module")
 def pool2():
     with MetaWorldPool(2) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def pool2_in_process():
+    """Two workers, worker 0 in the test process."""
+    with MetaWorldPool(2, in_process_worker=True) as pool:
         yield pool
 
 
@@ -250,6 +262,21 @@ def test_slots_balance_workers_with_distinct_workers_per_class():
         assert sum(load.values()) / (workers * max(load.values())) >= 0.9  # every worker nearly as busy
 
 
+def test_slots_balance_step_costs():
+    cost = {"slow": 3.0, "a": 1.0, "b": 1.0, "c": 1.0}
+    assert assign_slots(["a", "b", "slow", "c"], 2, cost.__getitem__) == {
+        "slow": [0],
+        "a": [1],
+        "b": [1],
+        "c": [1],
+    }
+    slots = assign_slots(list(STEP_COST_MS)[:10], 2, MetaWorldPool.step_cost)
+    loads = [sum(STEP_COST_MS[g] for g, ws in slots.items() if w in ws) for w in (0, 1)]
+    assert max(loads) <= 1.1 * min(loads)
+    with pytest.raises(ValueError, match="step costs must be positive"):
+        assign_slots(["a"], 2, lambda group: 0.0)
+
+
 def test_waves_cover_every_episode_once():
     groups = ["a", "b", "a", "c"]
     slots = assign_slots(groups, 2)
@@ -280,10 +307,11 @@ def ml10_run(ml10, pool2):
 
 def test_pool_is_a_wave_env(pool2):
     assert isinstance(pool2, WaveEnv) and pool2.num_workers == 2 and len(pool2.pids) == 2
+    assert pool2.step_cost("push-v3") == STEP_COST_MS["push-v3"] and pool2.step_cost("new-v9") > 0
     assert pool2.max_episode_length == 500 and dict(pool2.info_reductions) == {"success": "max"}
 
 
-def test_same_seed_same_episodes_whatever_the_workers(ml10, ml10_run, pool1, pool2):
+def test_same_seed_same_episodes_whatever_the_workers(ml10, ml10_run, pool1, pool2, pool2_in_process):
     tasks, episodes, stats = ml10_run
     assert episodes.observations.shape == (4, 3, 15, OBS_DIM) and episodes.actions.shape == (
         4,
@@ -299,7 +327,8 @@ def test_same_seed_same_episodes_whatever_the_workers(ml10, ml10_run, pool1, poo
     np.testing.assert_allclose(stats.returns, episodes.rewards.double().sum(-1).numpy(), rtol=1e-6)
     kwargs = dict(episodes_per_task=3, max_episode_length=15, seed=SEED, epoch=2)
     params = random_params(len(tasks))
-    for pool in (pool1, pool2):
+    assert len(pool2_in_process.pids) == 1 and pool2_in_process.num_workers == 2
+    for pool in (pool1, pool2, pool2_in_process):
         again, again_stats = sample_in_waves(pool, params, tasks, **kwargs)
         for f in fields(episodes):
             if getattr(episodes, f.name) is not None:
@@ -348,6 +377,29 @@ def test_episode_length_is_checked(ml1, pool2):
         sample_in_waves(pool2, random_params(1), tasks, episodes_per_task=1, max_episode_length=501, seed=0)
 
 
+@pytest.mark.filterwarnings(SCRIPTED_WARNING)
+@pytest.mark.parametrize(
+    ("class_name", "agent"), [("push-v3", SawyerPushV3Policy), ("pick-place-v3", SawyerPickPlaceV3Policy)]
+)
+def test_fast_contact_test_equals_metaworlds(ml10, class_name, agent):
+    """The switchable layer: touching_object_fast gives Meta-World's booleans at every step of scripted
+    episodes (grasps included), for the main object and every geom in contact."""
+    task = observable(ml10.train[class_name][0])
+    env = make_env(task.task)
+    env.set_task(task.task)
+    obs, _ = env.reset()
+    scripted, seen = agent(), Counter()
+    for _ in range(120):
+        obs, *_ = env.step(np.clip(scripted.get_action(obs), -1.0, 1.0))
+        for geom in {env._get_id_main_object(), *env.data.contact.geom.ravel().tolist()}:
+            expected = SawyerXYZEnv.touching_object(env, geom)
+            assert touching_object_fast(env, geom) == expected
+            seen[expected] += 1
+    assert seen[True] > 0 and seen[False] > 0
+    env.close()
+
+
+@pytest.mark.filterwarnings(SCRIPTED_WARNING)
 def test_scripted_push_succeeds_with_exact_counts(ml1, pool2):
     tasks = [observable(t) for t in mwt.pick_test_tasks(ml1, np.random.default_rng(0), 5)]
     params = {"w0": torch.zeros(5, OBS_DIM, 1), "log_std": torch.full((5, ACT_DIM), -20.0)}
@@ -362,8 +414,17 @@ def test_scripted_push_succeeds_with_exact_counts(ml1, pool2):
     assert sum(pool2.env_steps.values()) - steps_before == 1000 == stats.num_env_steps
     assert len(calls) == 5 * 100 and set(calls) == {2}  # 5 waves of 2 episodes (push on both workers)
     assert (episodes.rewards.sum(-1) > 300).all()
+    for t, e in (
+        (0, 1),
+        (4, 0),
+    ):  # the pool (fast contacts) equals Meta-World's own code on grasping episodes
+        seed = episode_seed(SEED, 0, 0, t, e, ENV_STREAM)
+        obs, rewards, success = replay(tasks[t], seed, episodes.actions[t, e].double().numpy(), 1.0)
+        assert torch.equal(episodes.observations[t, e], torch.from_numpy(obs).float())
+        assert stats.returns[t, e] == rewards.sum() and stats.env_infos["success"][t, e] == success.max()
 
 
+@pytest.mark.filterwarnings(SCRIPTED_WARNING)
 def test_meta_test_protocol_with_scripted_push(ml1, pool2, monkeypatch, tmp_path):
     """bench.trainer's meta-test, adaptation disabled, with Meta-World's scripted push policy."""
     config = replace(
@@ -421,16 +482,17 @@ def test_crashed_worker_is_reported_and_the_pool_stops(ml1):
         sample_in_waves(pool, random_params(2), tasks, episodes_per_task=1, max_episode_length=5, seed=0)
 
 
-def test_worker_exception_names_the_task_and_stops_the_pool(ml1):
+@pytest.mark.parametrize("in_process", [False, True])
+def test_worker_exception_names_the_task_and_stops_the_pool(ml1, in_process):
     good = ml1.train["push-v3"][4]
     data = pickle.loads(good.task.data) | {"bogus": 1}
     bad = replace(good, task=metaworld.Task("push-v3", pickle.dumps(data)))
-    with MetaWorldPool(1) as pool:
+    worker = rf"in process {os.getpid()}" if in_process else r"pid \d+"
+    with MetaWorldPool(1, in_process_worker=in_process) as pool:
         pids = pool.pids
-        with pytest.raises(
-            WorkerError,
-            match=r"(?s)worker 0 \(pid \d+\) failed while running push-v3 train goal 4.*TypeError",
-        ):
+        assert len(pids) == (0 if in_process else 1)
+        message = rf"(?s)worker 0 \({worker}\) failed while running push-v3 train goal 4.*TypeError"
+        with pytest.raises(WorkerError, match=message):
             sample_in_waves(pool, random_params(1), [bad], episodes_per_task=1, max_episode_length=5, seed=0)
         assert pool.closed
     assert not any(alive(pid) for pid in pids)

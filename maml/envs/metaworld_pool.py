@@ -16,6 +16,10 @@ for policy action ``a`` (``action_scale`` 10 is garage's ML45 normalisation, 1 l
 the episode runs as long as the sampler says, at most Meta-World's ``max_path_length`` (500), whose
 ``truncated`` flag is ignored.
 
+Optional speed-up, on by default (``fast_contacts``): the pool's environment instances replace Meta-World's
+per-step contact scan (``SawyerXYZEnv.touching_object``) by a vectorised one with identical results,
+:func:`touching_object_fast` (on the instances only; the class is left alone).
+
 Workers are spawned (not forked: the main process holds torch's thread pools) and ignore SIGINT: Ctrl-C
 reaches the main process, whose ``close`` (or the ``with`` block's exit) stops them. A worker whose parent
 dies sees its pipe close and exits. An exception in a worker or a worker's death (e.g. killed) raises
@@ -32,6 +36,7 @@ import pickle
 import signal
 import time
 import traceback
+import types
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ from multiprocessing.connection import Connection
 from types import MappingProxyType
 from typing import Any
 
+import mujoco
 import numpy as np
 from metaworld.sawyer_xyz_env import SawyerXYZEnv
 from numpy.typing import ArrayLike, NDArray
@@ -56,6 +62,68 @@ START_TIMEOUT_S = 300.0
 """How long a worker may take to start (import Meta-World) on a loaded machine."""
 CLOSE_TIMEOUT_S = 5.0
 """How long ``close`` waits for workers to exit before terminating them."""
+STEP_COST_MS: Mapping[str, float] = MappingProxyType(
+    {
+        "assembly-v3": 0.369,
+        "basketball-v3": 0.279,
+        "bin-picking-v3": 0.264,
+        "box-close-v3": 0.326,
+        "button-press-topdown-v3": 0.197,
+        "button-press-topdown-wall-v3": 0.201,
+        "button-press-v3": 0.197,
+        "button-press-wall-v3": 0.22,
+        "coffee-button-v3": 0.237,
+        "coffee-pull-v3": 0.422,
+        "coffee-push-v3": 0.431,
+        "dial-turn-v3": 0.215,
+        "disassemble-v3": 0.31,
+        "door-close-v3": 0.307,
+        "door-lock-v3": 0.204,
+        "door-open-v3": 0.34,
+        "door-unlock-v3": 0.224,
+        "drawer-close-v3": 0.2,
+        "drawer-open-v3": 0.201,
+        "faucet-close-v3": 0.2,
+        "faucet-open-v3": 0.198,
+        "hammer-v3": 0.299,
+        "hand-insert-v3": 0.277,
+        "handle-press-side-v3": 0.19,
+        "handle-press-v3": 0.196,
+        "handle-pull-side-v3": 0.238,
+        "handle-pull-v3": 0.234,
+        "lever-pull-v3": 0.313,
+        "peg-insert-side-v3": 0.367,
+        "peg-unplug-side-v3": 0.289,
+        "pick-out-of-hole-v3": 0.252,
+        "pick-place-v3": 0.4,
+        "pick-place-wall-v3": 0.444,
+        "plate-slide-back-side-v3": 0.289,
+        "plate-slide-back-v3": 0.282,
+        "plate-slide-side-v3": 0.283,
+        "plate-slide-v3": 0.28,
+        "push-back-v3": 0.415,
+        "push-v3": 0.381,
+        "push-wall-v3": 0.406,
+        "reach-v3": 0.28,
+        "reach-wall-v3": 0.286,
+        "shelf-place-v3": 0.581,
+        "soccer-v3": 0.384,
+        "stick-pull-v3": 0.47,
+        "stick-push-v3": 0.444,
+        "sweep-into-v3": 0.57,
+        "sweep-v3": 0.421,
+        "window-close-v3": 0.208,
+        "window-open-v3": 0.198,
+    }
+)
+"""Milliseconds per step of each v3 class (goal 0 of ML45, 200 uniform random actions, fast contacts, best of
+3 on the 2-core machine of shared/docs/environment.md). Only the balance of work between workers uses them."""
+FAST_CONTACTS = True
+"""Workers use :func:`touching_object_fast` by default. It gives Meta-World's booleans
+(tests/test_metaworld.py compares both at every step of scripted push and pick-place episodes, grasps
+included, and replays pool episodes in an unpatched environment); in v3 it only feeds
+``info["grasp_success"]``, which the sampler does not return, so observations, rewards and success could not
+change anyway."""
 
 
 class WorkerError(RuntimeError):
@@ -77,22 +145,94 @@ def env_controls(actions: ArrayLike, action_scale: float) -> NDArray[np.float64]
     return np.clip(np.asarray(actions, dtype=np.float64) / action_scale, -1.0, 1.0)
 
 
+def touching_object_fast(env: SawyerXYZEnv, object_geom_id: int) -> bool:
+    """``SawyerXYZEnv.touching_object`` without Python loops over ``data.contact``: the same boolean.
+
+    Meta-World's two list comprehensions over ``data.contact`` (one Python object per contact) cost ~40 % of
+    a push or pick-place step (0.66 → 0.41 ms measured). Here the scan for contacts between a finger pad and
+    the object is a test on ``data.contact.geom [ncon, 2]``; the contact forces (``efc_force`` at each
+    matching contact's ``efc_address``, −1 included as Meta-World indexes it) are then summed in the same
+    order with Python floats, so each sum, and the result, is Meta-World's to the bit.
+    """
+    data, model = env.data, env.model
+    geoms = data.contact.geom
+    addresses = data.contact.efc_address
+    with_object = (geoms == object_geom_id).any(axis=1)
+    forces = []
+    for pad in ("leftpad_geom", "rightpad_geom"):
+        pad_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, pad)
+        rows = addresses[with_object & (geoms == pad_id).any(axis=1)]
+        forces.append(sum(data.efc_force[rows].tolist()))
+    return forces[0] > 0 and forces[1] > 0
+
+
 def make_env(task: Any) -> SawyerXYZEnv:
     """A fresh environment of a Meta-World ``Task``'s class (the class its data names), task not yet set."""
     return pickle.loads(task.data)["env_cls"]()
 
 
-def _worker_main(conn: Connection, action_scale: float) -> None:
-    """A worker's loop: build, reset and step its environments as the main process asks.
+class _Runner:
+    """A worker's environments: at most one instance per class, built on first use, reused across tasks."""
+
+    def __init__(self, action_scale: float, fast: bool) -> None:
+        self.action_scale = action_scale
+        self.fast = fast
+        self.envs: dict[str, SawyerXYZEnv] = {}
+        self.running: list[SawyerXYZEnv] = []
+        self.current = -1
+        """Index of the episode being reset or stepped (names the task when it fails)."""
+
+    def env(self, task: Any) -> SawyerXYZEnv:
+        env = self.envs.get(task.env_name)
+        if env is None:
+            env = self.envs[task.env_name] = make_env(task)
+            if self.fast:  # this instance only: other Meta-World environments of the process keep their code
+                env.touching_object = types.MethodType(touching_object_fast, env)
+        return env
+
+    def reset(self, payload: Sequence[tuple[Any, int]]) -> NDArray[np.float64]:
+        """``[(Task, seed), …]`` → observations ``[k, 39]``; these episodes are then the running ones."""
+        self.running = []
+        reply = np.empty((len(payload), OBS_DIM))
+        for i, (task, seed) in enumerate(payload):
+            self.current = i
+            env = self.env(task)
+            env.set_task(task)
+            env.seed(seed)
+            reply[i], _ = env.reset(seed=seed)
+            self.running.append(env)
+        return reply
+
+    def step(self, actions: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Policy actions ``[k, 4]`` → ``[k, 41]``: each running episode's observation, reward and success."""
+        controls = env_controls(actions, self.action_scale)
+        reply = np.empty((len(self.running), OBS_DIM + 2))
+        for i, env in enumerate(self.running):
+            self.current = i
+            obs, reward, _, _, info = env.step(controls[i])
+            reply[i, :OBS_DIM] = obs
+            reply[i, OBS_DIM] = reward
+            reply[i, OBS_DIM + 1] = info["success"]
+        return reply
+
+    def handle(self, command: str, payload: Any) -> NDArray[np.float64]:
+        self.current = -1
+        if command == "reset":
+            return self.reset(payload)
+        if command == "step":
+            return self.step(payload)
+        raise ValueError(f"unknown command {command!r}")
+
+
+def _worker_main(conn: Connection, action_scale: float, fast: bool) -> None:
+    """A worker process's loop: run :class:`_Runner` commands as the main process asks.
 
     Messages: ``("reset", [(Task, seed), …])`` → observations ``[k, 39]``; ``("step", actions [k, 4])`` →
     ``[k, 41]`` (observation, reward, success) for the episodes of the last reset, in order;
-    ``("close", None)``.
-    Replies are ``("ok", array)`` or ``("error", episode index or −1, traceback)``.
+    ``("close", None)``. Replies are ``("ok", array)`` or ``("error", episode index or −1, traceback)``.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    envs: dict[str, SawyerXYZEnv] = {}
-    running: list[SawyerXYZEnv] = []
+    runner = _Runner(action_scale, fast)
     conn.send(("ok", os.getpid()))
     while True:
         try:
@@ -101,31 +241,10 @@ def _worker_main(conn: Connection, action_scale: float) -> None:
             return
         if command == "close":
             return
-        current = -1
         try:
-            if command == "reset":
-                running = []
-                reply = np.empty((len(payload), OBS_DIM))
-                for current, (task, seed) in enumerate(payload):
-                    env = envs.get(task.env_name)
-                    if env is None:
-                        env = envs[task.env_name] = make_env(task)
-                    env.set_task(task)
-                    env.seed(seed)
-                    reply[current], _ = env.reset(seed=seed)
-                    running.append(env)
-            elif command == "step":
-                controls = env_controls(payload, action_scale)
-                reply = np.empty((len(running), OBS_DIM + 2))
-                for current, env in enumerate(running):
-                    obs, reward, _, _, info = env.step(controls[current])
-                    reply[current, :OBS_DIM] = obs
-                    reply[current, OBS_DIM] = reward
-                    reply[current, OBS_DIM + 1] = info["success"]
-            else:
-                raise ValueError(f"unknown command {command!r}")
+            reply = runner.handle(command, payload)
         except Exception:
-            conn.send(("error", current, traceback.format_exc()))
+            conn.send(("error", runner.current, traceback.format_exc()))
         else:
             conn.send(("ok", reply))
 
@@ -135,6 +254,12 @@ class _Worker:
     index: int
     process: multiprocessing.process.BaseProcess
     conn: Connection
+
+
+class _InProcess:
+    """Worker 0 when it runs in the calling process: no process, no pipe."""
+
+    index = 0
 
 
 def _exit_reason(process: multiprocessing.process.BaseProcess) -> str:
@@ -150,7 +275,9 @@ def _exit_reason(process: multiprocessing.process.BaseProcess) -> str:
 
 
 class MetaWorldPool:
-    """``num_workers`` processes running Meta-World episodes; a :class:`maml.wave_sampler.WaveEnv`.
+    """``num_workers`` workers running Meta-World episodes; a :class:`maml.wave_sampler.WaveEnv`.
+
+    Each worker is a spawned process, or, with ``in_process_worker``, worker 0 runs in the calling process.
 
     Use as a context manager (or call :meth:`close`). Tasks are :class:`MetaWorldTask` s; observations and
     rewards come back as float64.
@@ -167,8 +294,17 @@ class MetaWorldPool:
         self,
         num_workers: int | None = None,
         action_scale: float = 1.0,
+        fast_contacts: bool = FAST_CONTACTS,
+        in_process_worker: bool = False,
         start_timeout: float = START_TIMEOUT_S,
     ) -> None:
+        """``num_workers`` workers (default: one per core); the environments get
+        ``clip(a / action_scale, −1, 1)``; ``fast_contacts`` swaps in :func:`touching_object_fast`.
+
+        ``in_process_worker`` runs worker 0 in the calling process, between sending the other workers their
+        actions and collecting their replies, and spawns ``num_workers − 1`` processes: on a machine with as
+        many cores as workers, the caller then no longer competes with the workers for a core at every step.
+        """
         num_workers = default_num_workers() if num_workers is None else num_workers
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
@@ -180,16 +316,17 @@ class MetaWorldPool:
         self.env_steps: Counter[str] = Counter()
         """Environment steps taken so far, per Meta-World class."""
         self._closed = False
-        self._workers: list[_Worker] = []
+        self._workers: list[_Worker | _InProcess] = [_InProcess()] if in_process_worker else []
+        self._local = _Runner(self.action_scale, fast_contacts) if in_process_worker else None
         self._rows: list[list[int]] = [[] for _ in range(num_workers)]
         self._running: list[MetaWorldTask] = []
         context = multiprocessing.get_context("spawn")
         try:
-            for index in range(num_workers):
+            for index in range(len(self._workers), num_workers):
                 parent, child = context.Pipe()
                 process = context.Process(
                     target=_worker_main,
-                    args=(child, self.action_scale),
+                    args=(child, self.action_scale, fast_contacts),
                     name=f"metaworld-worker-{index}",
                     daemon=True,
                 )
@@ -197,7 +334,7 @@ class MetaWorldPool:
                 child.close()  # the worker holds the only copy: its death shows here as end of file
                 self._workers.append(_Worker(index, process, parent))
             deadline = time.monotonic() + start_timeout
-            for worker in self._workers:
+            for worker in self._processes:
                 if not worker.conn.poll(max(deadline - time.monotonic(), 0.0)):
                     raise WorkerError(
                         f"Meta-World worker {worker.index} did not start in {start_timeout:.0f} s"
@@ -216,6 +353,11 @@ class MetaWorldPool:
     def group_of(task: MetaWorldTask) -> str:
         """Episodes of one class share a worker's instance of that class."""
         return task.class_name
+
+    @staticmethod
+    def step_cost(group: str) -> float:
+        """Relative cost of a step of class ``group`` (:data:`STEP_COST_MS`; unknown classes: the median)."""
+        return STEP_COST_MS.get(group, float(np.median(list(STEP_COST_MS.values()))))
 
     def reset(
         self,
@@ -277,9 +419,13 @@ class MetaWorldPool:
 
     # --- lifecycle ------------------------------------------------------------------------------------
     @property
+    def _processes(self) -> list[_Worker]:
+        return [w for w in self._workers if isinstance(w, _Worker)]
+
+    @property
     def pids(self) -> list[int]:
-        """Process ids of the workers (for monitoring and tests)."""
-        return [w.process.pid for w in self._workers if w.process.pid is not None]
+        """Process ids of the worker processes (for monitoring and tests)."""
+        return [w.process.pid for w in self._processes if w.process.pid is not None]
 
     @property
     def closed(self) -> bool:
@@ -290,15 +436,17 @@ class MetaWorldPool:
         if self._closed:
             return
         self._closed = True
-        for worker in self._workers:
+        self._local = None
+        processes = self._processes
+        for worker in processes:
             if worker.process.pid is not None and worker.process.is_alive():
                 with contextlib.suppress(OSError):
                     worker.conn.send(("close", None))
         deadline = time.monotonic() + timeout
-        for worker in self._workers:
+        for worker in processes:
             if worker.process.pid is not None:
                 worker.process.join(max(deadline - time.monotonic(), 0.0))
-        for worker in self._workers:
+        for worker in processes:
             if worker.process.pid is not None and worker.process.is_alive():
                 worker.process.terminate()
                 worker.process.join(1.0)
@@ -315,20 +463,44 @@ class MetaWorldPool:
 
     # --- messaging ------------------------------------------------------------------------------------
     def _call(self, messages: dict[int, tuple[str, Any]]) -> dict[int, Any]:
-        """Send each worker its message, then collect the replies. Any failure closes the pool."""
+        """Send each worker process its message, run the in-process worker's, then collect the replies. Any
+        failure closes the pool."""
         if self._closed:
             raise RuntimeError("the Meta-World pool is closed")
         try:
+            replies = {}
             for w, message in messages.items():
                 worker = self._workers[w]
-                try:
-                    worker.conn.send(message)
-                except OSError as error:
-                    raise self._death(worker) from error
-            return {w: self._receive(self._workers[w]) for w in messages}
+                if isinstance(worker, _Worker):
+                    try:
+                        worker.conn.send(message)
+                    except OSError as error:
+                        raise self._death(worker) from error
+            if self._local is not None and 0 in messages:
+                replies[0] = self._run_local(*messages[0])
+            for w in messages:
+                worker = self._workers[w]
+                if isinstance(worker, _Worker):
+                    replies[w] = self._receive(worker)
+            return replies
         except BaseException:
             self.close()
             raise
+
+    def _run_local(self, command: str, payload: Any) -> Any:
+        runner = self._local
+        assert runner is not None
+        try:
+            return runner.handle(command, payload)
+        except Exception as error:
+            raise WorkerError(
+                f"Meta-World worker 0 (in process {os.getpid()}) failed{self._where(0, runner.current)}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+    def _where(self, worker: int, index: int) -> str:
+        rows = self._rows[worker]
+        return f" while running {self._running[rows[index]].describe()}" if 0 <= index < len(rows) else ""
 
     def _receive(self, worker: _Worker) -> Any:
         try:
@@ -337,10 +509,7 @@ class MetaWorldPool:
             raise self._death(worker) from error
         if status == "error":
             index, trace = payload
-            rows = self._rows[worker.index]
-            where = (
-                f" while running {self._running[rows[index]].describe()}" if 0 <= index < len(rows) else ""
-            )
+            where = self._where(worker.index, index)
             raise WorkerError(
                 f"Meta-World worker {worker.index} (pid {worker.process.pid}) failed{where}:\n{trace}"
             )

@@ -1,0 +1,1 @@
+"""pytest-benchmark suites (``nox -s bench``): the meta-gradient kernel and the sampler."""

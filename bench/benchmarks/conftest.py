@@ -1,0 +1,200 @@
+"""Shared pieces of the kernel benchmarks: problem sizes, synthetic meta-batches, the matmul rate, the FLOP
+model of the explicit passes, and a summary table printed at the end of the run."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from maml import policy
+from maml.meta import MetaBatch
+from maml.policy import Params
+from maml.synthetic import SyntheticSpec, make_meta_batch
+
+
+@dataclass(frozen=True)
+class Size:
+    """One benchmark problem: T tasks × E episodes × H steps, pre and post, and the policy's shape."""
+
+    name: str
+    num_tasks: int
+    episodes: int
+    horizon: int
+    obs_dim: int
+    act_dim: int
+    hidden_sizes: tuple[int, ...]
+    rounds: int
+    """Rounds of our implementation (the loop oracle gets fewer on the big sizes)."""
+    loop_rounds: int
+
+    @property
+    def samples(self) -> int:
+        """N, samples per task in each round."""
+        return self.episodes * self.horizon
+
+    @property
+    def spec(self) -> SyntheticSpec:
+        return SyntheticSpec(
+            num_tasks=self.num_tasks,
+            episodes=self.episodes,
+            horizon=self.horizon,
+            obs_dim=self.obs_dim,
+            act_dim=self.act_dim,
+            hidden_sizes=self.hidden_sizes,
+            padded=False,
+        )
+
+
+SIZES = {
+    # garage's MAML-TRPO HalfCheetahDir: meta_batch_size 20, 40 episodes × 100 steps, (64, 64) tanh
+    "halfcheetah": Size("halfcheetah", 20, 40, 100, 20, 6, (64, 64), rounds=5, loop_rounds=3),
+    "t40": Size("t40", 40, 40, 100, 20, 6, (64, 64), rounds=5, loop_rounds=2),
+    # ML45-like: 45 tasks × 45 episodes × 200 steps, (100, 100) tanh, Meta-World's obs 39 / act 4
+    "ml45": Size("ml45", 45, 45, 200, 39, 4, (100, 100), rounds=3, loop_rounds=1),
+}
+
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param(
+        "cuda",
+        id="cuda",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")],
+    ),
+]
+
+_CACHE: dict[tuple[str, str], tuple[Params, MetaBatch]] = {}
+
+
+def problem(size: Size, device: str) -> tuple[Params, MetaBatch]:
+    """θ (float32) and a synthetic meta-batch of ``size`` on ``device``, built once per session."""
+    key = (size.name, device)
+    if key not in _CACHE:
+        _CACHE.clear()  # one problem in memory at a time (the ML45 one is large)
+        gen = torch.Generator().manual_seed(0)
+        theta = policy.init_params(size.obs_dim, size.act_dim, size.hidden_sizes, gen)
+        theta = {n: p + 0.1 * torch.randn(p.shape, generator=gen) for n, p in theta.items()}
+        batch = make_meta_batch(theta, size.spec, torch.Generator().manual_seed(1))
+        _CACHE[key] = ({n: p.to(device) for n, p in theta.items()}, batch.to(device))
+    return _CACHE[key]
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_rate(device: str) -> float:
+    """FLOP/s of a square float32 matmul (2048² on CPU, 8192² on a GPU), the best of 7: what the hardware
+    does when nothing else runs, the rate the FLOP floor divides by."""
+    n = 2048 if device == "cpu" else 8192
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    best = math.inf
+    for _ in range(7):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def _layer_flops(widths: tuple[int, ...]) -> list[int]:
+    """``c_k = 2·in_k·out_k``: FLOPs per sample of one product through layer k (bias columns ignored)."""
+    return [2 * a * b for a, b in itertools.pairwise(widths)]
+
+
+def kernel_flops(size: Size, what: str, first_order: bool = False, tries: int = 1) -> float:
+    """Matrix-product FLOPs of the exact computation in its R-operator form (what the explicit passes run).
+
+    Per sample, with ``c_k`` per layer: forward ``Σ c``; backward ``Σ c + Σ_{k≥1} c`` (weight gradients and
+    δ propagation); ``H_i v`` ``2 c_0 + 6 Σ_{k≥1} c`` (R-forward + R-backward); ``F_i u``
+    ``2 c_0 + 4 Σ_{k≥1} c``.
+    KL-HVP = 2 ``H`` on the pre-update samples + ``F`` on the post-update ones (``F`` alone first order);
+    meta-gradient = adaptation (forward + backward, pre) + forward + backward (post) + ``H`` (pre);
+    one line-search try = adaptation + forward (post); TRPO step = gradient + (10 + 1) HVPs + tries.
+    """
+    c = _layer_flops((size.obs_dim, *size.hidden_sizes, size.act_dim))
+    head, rest = c[0], sum(c[1:])
+    forward = head + rest
+    backward = head + 2 * rest
+    inner = 2 * head + 6 * rest
+    fisher = 2 * head + 4 * rest
+    n = size.num_tasks * size.samples
+    hvp = n * (fisher if first_order else 2 * inner + fisher)
+    gradient = n * (2 * (forward + backward) + (0 if first_order else inner))
+    line_search = n * (forward + backward + forward)
+    flops = {"meta_gradient": gradient, "kl_hvp": hvp, "trpo_step": gradient + 11 * hvp + tries * line_search}
+    return float(flops[what])
+
+
+@dataclass
+class Row:
+    case: str
+    ours_s: float
+    loop_s: float
+    double_backward_s: float | None
+    floor_s: float
+
+    @property
+    def speedup(self) -> float:
+        return self.loop_s / self.ours_s
+
+
+ROWS: list[Row] = []
+
+
+def record(
+    benchmark,
+    case: str,
+    device: str,
+    ours: float,
+    loop: float,
+    double_backward: float | None,
+    flops: float,
+    rate: float,
+) -> None:
+    """Store the comparison in ``benchmark.extra_info`` (JSON) and for the summary table."""
+    floor = flops / rate
+    benchmark.extra_info.update(
+        {
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "ours_median_s": ours,
+            "loop_median_s": loop,
+            "double_backward_median_s": double_backward,
+            "speedup_vs_loop": loop / ours,
+            "speedup_vs_double_backward": None if double_backward is None else double_backward / ours,
+            "flops": flops,
+            "matmul_gflops": rate / 1e9,
+            "flop_floor_s": floor,
+            "ratio_to_flop_floor": ours / floor,
+        }
+    )
+    ROWS.append(Row(case, ours, loop, double_backward, floor))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not ROWS:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write(
+        f"meta-gradient kernel (median seconds; {torch.get_num_threads()} threads, torch {torch.__version__})"
+    )
+    header = f"{'case':<34} {'ours':>9} {'loop':>9} {'dbl-bwd':>9} {'floor':>9} {'×loop':>7} {'×floor':>7}"
+    write(header)
+    write("-" * len(header))
+    for row in ROWS:
+        double_backward = "-" if row.double_backward_s is None else f"{row.double_backward_s:9.4f}"
+        write(
+            f"{row.case:<34} {row.ours_s:9.4f} {row.loop_s:9.4f} {double_backward:>9} {row.floor_s:9.4f} "
+            f"{row.speedup:7.1f} {row.ours_s / row.floor_s:7.2f}"
+        )
