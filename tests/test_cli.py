@@ -70,7 +70,9 @@ def test_local_and_ray_executors_write_the_same_files(tmp_path):
     ray = bench(*common, "--executor", "ray", "--results", str(tmp_path / "ray"))
     assert "2 runs done, 0 failed" in ray.stdout
     for seed in (0, 1):
-        pd.testing.assert_frame_equal(progress(tmp_path / "local", seed=seed), progress(tmp_path / "ray", seed=seed))
+        pd.testing.assert_frame_equal(
+            progress(tmp_path / "local", seed=seed), progress(tmp_path / "ray", seed=seed)
+        )
     again = bench(*common, "--results", str(tmp_path / "local"))
     assert again.stdout.count("already finished") == 2
 

@@ -36,20 +36,29 @@ def test_presets_follow_garage_and_profiles_scale():
         "maml_trpo_metaworld_ml45",
     )
     full = preset(TRPO, "full")
-    assert (full.epochs, full.meta_batch_size, full.episodes_per_task, full.max_episode_length) == (300, 20, 40, 100)
+    assert (full.epochs, full.meta_batch_size, full.episodes_per_task, full.max_episode_length) == (
+        300,
+        20,
+        40,
+        100,
+    )
     assert full.hidden_sizes == (64, 64) and full.action_scale == 10.0 and full.inner_lr == 0.1
     assert full.env_steps_per_epoch() == 160_000
     assert preset("maml_trpo_metaworld_ml45", "full").meta_batch_size == 45
     assert preset(PPO, "full").algo == "ppo" and preset(PPO, "full").clip_range == 0.5
     for name in EXPERIMENTS:
         quick, smoke = preset(name, "quick"), preset(name, "smoke")
-        assert smoke.env_steps_per_epoch() < quick.env_steps_per_epoch() <= preset(name, "full").env_steps_per_epoch()
+        assert (
+            smoke.env_steps_per_epoch()
+            < quick.env_steps_per_epoch()
+            <= preset(name, "full").env_steps_per_epoch()
+        )
 
 
 def test_config_errors_name_the_problem():
-    with pytest.raises(ConfigError, match="unknown experiment 'nope'.*maml_trpo_half_cheetah_dir"):
+    with pytest.raises(ConfigError, match=r"unknown experiment 'nope'.*maml_trpo_half_cheetah_dir"):
         preset("nope", "quick")
-    with pytest.raises(ConfigError, match="unknown profile 'fast'.*smoke, quick, full"):
+    with pytest.raises(ConfigError, match=r"unknown profile 'fast'.*smoke, quick, full"):
         preset(TRPO, "fast")
     config = preset(TRPO, "smoke")
     with pytest.raises(ConfigError, match="unknown config field 'epoch'"):
@@ -61,7 +70,12 @@ def test_config_errors_name_the_problem():
     with pytest.raises(ConfigError, match="inner_lr must be > 0"):
         apply_overrides(config, ["inner_lr=0"])
     changed = apply_overrides(config, ["epochs=7", "hidden_sizes=8,8", "first_order=true", "max_kl=0.02"])
-    assert (changed.epochs, changed.hidden_sizes, changed.first_order, changed.max_kl) == (7, (8, 8), True, 0.02)
+    assert (changed.epochs, changed.hidden_sizes, changed.first_order, changed.max_kl) == (
+        7,
+        (8, 8),
+        True,
+        0.02,
+    )
     assert from_dict(to_dict(changed)) == changed
 
 
@@ -71,7 +85,9 @@ def test_run_folder_holds_plain_files_with_garage_keys(tmp_path, experiment):
     summary = Trainer(spec).run()
     assert summary.status == rf.STATUS_FINISHED and summary.epochs == spec.config.epochs
     config = json.loads((spec.path / rf.CONFIG).read_text())
-    assert config["experiment"] == experiment and config["seed"] == 0 and config["epochs"] == spec.config.epochs
+    assert (
+        config["experiment"] == experiment and config["seed"] == 0 and config["epochs"] == spec.config.epochs
+    )
     manifest = json.loads((spec.path / rf.MANIFEST).read_text())
     assert manifest["status"] == rf.STATUS_FINISHED and manifest["epochs_completed"] == spec.config.epochs
     for key in ("versions", "git", "starts", "phase_seconds", "threads", "seed"):
@@ -114,7 +130,7 @@ def test_finished_run_is_skipped_and_changed_config_refused(tmp_path):
     before = (spec.path / rf.PROGRESS).read_text()
     assert Trainer(spec).run().skipped
     assert (spec.path / rf.PROGRESS).read_text() == before
-    with pytest.raises(ConfigError, match="holds a different config.*epochs"):
+    with pytest.raises(ConfigError, match=r"holds a different config.*epochs"):
         Trainer(replace(spec, config=replace(spec.config, epochs=3))).run()
     assert (spec.path / rf.PROGRESS).read_text() == before
 
@@ -143,7 +159,7 @@ def test_resume_from_checkpoint_equals_uninterrupted(tmp_path):
 
 def test_non_finite_training_stops_with_a_clear_error(tmp_path):
     spec = smoke_spec(tmp_path, PPO, outer_lr=1e30)
-    with pytest.raises(NonFiniteError, match="epoch 0 .* produced non-finite values"):
+    with pytest.raises(NonFiniteError, match=r"epoch 0 .* produced non-finite values"):
         Trainer(spec).run()
     manifest = json.loads((spec.path / rf.MANIFEST).read_text())
     assert manifest["status"] == rf.STATUS_FAILED and "NonFiniteError" in manifest["error"]

@@ -31,7 +31,9 @@ def test_post_adaptation_return_rises_above_pre_adaptation_and_epoch_zero(tmp_pa
     )
     window, gaps, rises = expected["window"], [], []
     for seed in SEEDS:
-        frame = pd.read_csv(rf.run_dir(tmp_path, "quick", experiment, seed) / rf.PROGRESS).sort_values(rf.EPOCH)
+        frame = pd.read_csv(rf.run_dir(tmp_path, "quick", experiment, seed) / rf.PROGRESS).sort_values(
+            rf.EPOCH
+        )
         post, pre = frame[rf.RETURN], frame[rf.PRE_RETURN]
         gaps.append(post.tail(window).mean() - pre.tail(window).mean())
         rises.append(post.tail(window).mean() - post.iloc[0])
