@@ -16,9 +16,9 @@ EXPECTED = Path(__file__).resolve().parent.parent / "results" / "regression" / "
 
 
 def test_reproduce_smoke_trains_all_five_and_writes_the_report(tmp_path):
+    command = ["reproduce", "--profile", "smoke", "--seeds", "0", "--results", str(tmp_path), "--no-progress"]
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "reproduce", "--profile", "smoke", "--seeds", "0"]
-        + ["--results", str(tmp_path), "--no-progress"],
+        [sys.executable, "-m", "bench", *command],
         capture_output=True,
         text=True,
         timeout=900,
