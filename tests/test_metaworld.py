@@ -511,6 +511,8 @@ CTRL_C_SCRIPT = textwrap.dedent(
         tasks = sample_train_tasks(load_task_set("ml1_push"), np.random.default_rng(0), 4)
         params = policy.broadcast(policy.init_params(39, 4, (8,), torch.Generator().manual_seed(0)), 4)
         with MetaWorldPool(2) as pool:
+            # a first small call: both workers are up (and ignore SIGINT) before the test interrupts
+            sample_in_waves(pool, params, tasks, episodes_per_task=1, max_episode_length=2, seed=0)
             print(json.dumps(pool.pids), flush=True)
             sample_in_waves(pool, params, tasks, episodes_per_task=50, max_episode_length=500, seed=0)
     """
@@ -531,11 +533,11 @@ def test_ctrl_c_stops_the_workers(tmp_path):
         time.sleep(1.0)  # sampling (100,000 steps) is under way
         interrupted = time.monotonic()
         os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
-        _, stderr = process.communicate(timeout=30)
+        _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert time.monotonic() - interrupted < 15
+    assert time.monotonic() - interrupted < 30
     assert process.returncode != 0 and "KeyboardInterrupt" in stderr
     assert not any(alive(pid) for pid in pids)
 
