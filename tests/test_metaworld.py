@@ -500,7 +500,7 @@ def test_worker_exception_names_the_task_and_stops_the_pool(ml1, in_process):
 
 CTRL_C_SCRIPT = textwrap.dedent(
     """
-    import json
+    import json, signal
     import numpy as np, torch
     from maml import policy
     from maml.envs.metaworld_pool import MetaWorldPool
@@ -508,6 +508,8 @@ CTRL_C_SCRIPT = textwrap.dedent(
     from maml.wave_sampler import sample_in_waves
 
     if __name__ == "__main__":
+        # a shell's background jobs (CI may run us as one) start with SIGINT ignored; a terminal's do not
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         tasks = sample_train_tasks(load_task_set("ml1_push"), np.random.default_rng(0), 4)
         params = policy.broadcast(policy.init_params(39, 4, (8,), torch.Generator().manual_seed(0)), 4)
         with MetaWorldPool(2) as pool:
