@@ -108,6 +108,31 @@ def episode_seed(
     return np.random.SeedSequence(seed, spawn_key=keys)
 
 
+def check_request(
+    num_tasks: int,
+    num_episodes: int,
+    horizon: int,
+    policy_threads: int,
+    task_keys: Sequence[int] | None,
+    info_reductions: Mapping[str, str],
+) -> tuple[list[int], dict[str, str]]:
+    """Validate a sampling request shared by every sampler → ``(task seed keys, info reductions)``."""
+    if num_tasks < 1 or num_episodes < 1 or horizon < 1:
+        raise ValueError(
+            f"need at least one task, episode and step, got T={num_tasks}, E={num_episodes}, H={horizon}"
+        )
+    if policy_threads < 1:
+        raise ValueError(f"policy_threads must be at least 1, got {policy_threads}")
+    keys = list(range(num_tasks)) if task_keys is None else [int(k) for k in task_keys]
+    if len(keys) != num_tasks:
+        raise ValueError(f"need one task key per task ({num_tasks}), got {len(keys)}")
+    reductions = dict(info_reductions)
+    unknown = {name: how for name, how in reductions.items() if how not in INFO_REDUCTIONS}
+    if unknown:
+        raise ValueError(f"unknown info reductions {unknown}; valid: {INFO_REDUCTIONS}")
+    return keys, reductions
+
+
 def sample_episodes(
     env: BatchedEnv[TaskT],
     params: Params,
@@ -155,25 +180,15 @@ def sample_episodes(
         env's scaling; ``advantages`` unset) and the per-episode :class:`EpisodeStats`.
     """
     num_tasks, num_episodes, horizon = len(tasks), episodes_per_task, max_episode_length
-    if num_tasks < 1 or num_episodes < 1 or horizon < 1:
-        raise ValueError(
-            f"need at least one task, episode and step, got T={num_tasks}, E={num_episodes}, H={horizon}"
-        )
-    if policy_threads < 1:
-        raise ValueError(f"policy_threads must be at least 1, got {policy_threads}")
+    keys, reductions = check_request(
+        num_tasks, num_episodes, horizon, policy_threads, task_keys, env.info_reductions
+    )
     num_envs, obs_dim, act_dim = num_tasks * num_episodes, env.observation_dim, env.action_dim
     if env.num_envs != num_envs:
         raise ValueError(
             f"env holds {env.num_envs} environments but {num_tasks} tasks × {num_episodes} episodes "
             f"need {num_envs}"
         )
-    keys = list(range(num_tasks)) if task_keys is None else [int(k) for k in task_keys]
-    if len(keys) != num_tasks:
-        raise ValueError(f"need one task key per task ({num_tasks}), got {len(keys)}")
-    reductions = dict(env.info_reductions)
-    unknown = {name: how for name, how in reductions.items() if how not in INFO_REDUCTIONS}
-    if unknown:
-        raise ValueError(f"unknown info reductions {unknown}; valid: {INFO_REDUCTIONS}")
     cpu_params = _task_params(params, num_tasks, obs_dim, act_dim, dtype)
 
     def seeds(stream: int) -> list[np.random.SeedSequence]:

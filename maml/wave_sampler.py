@@ -38,13 +38,13 @@ from maml.policy import Params
 from maml.sampler import (
     ACTION_STREAM,
     ENV_STREAM,
-    INFO_REDUCTIONS,
     EpisodeStats,
     _check_array,
     _reduce,
     _standard_normal,
     _task_params,
     _torch_threads,
+    check_request,
     episode_seed,
 )
 from maml.samples import Episodes
@@ -204,24 +204,14 @@ def sample_in_waves(
         scaling; ``advantages`` unset) and the per-episode :class:`~maml.sampler.EpisodeStats`.
     """
     num_tasks, num_episodes, horizon = len(tasks), episodes_per_task, max_episode_length
-    if num_tasks < 1 or num_episodes < 1 or horizon < 1:
-        raise ValueError(
-            f"need at least one task, episode and step, got T={num_tasks}, E={num_episodes}, H={horizon}"
-        )
+    keys, reductions = check_request(
+        num_tasks, num_episodes, horizon, policy_threads, task_keys, env.info_reductions
+    )
     if horizon > env.max_episode_length:
         raise ValueError(
             f"max_episode_length {horizon} exceeds what the environments allow ({env.max_episode_length})"
         )
-    if policy_threads < 1:
-        raise ValueError(f"policy_threads must be at least 1, got {policy_threads}")
     obs_dim, act_dim = env.observation_dim, env.action_dim
-    keys = list(range(num_tasks)) if task_keys is None else [int(k) for k in task_keys]
-    if len(keys) != num_tasks:
-        raise ValueError(f"need one task key per task ({num_tasks}), got {len(keys)}")
-    reductions = dict(env.info_reductions)
-    unknown = {name: how for name, how in reductions.items() if how not in INFO_REDUCTIONS}
-    if unknown:
-        raise ValueError(f"unknown info reductions {unknown}; valid: {INFO_REDUCTIONS}")
     cpu_params = _task_params(params, num_tasks, obs_dim, act_dim, dtype)
     groups = [env.group_of(task) for task in tasks]
     waves = plan_waves(groups, num_episodes, assign_slots(groups, env.num_workers, env.step_cost))
