@@ -147,19 +147,16 @@ class _Progress:
         self._logger.add_output(self._csv)
         self._tabular = dowel.TabularInput()
         for row in kept:
-            self._write(row)
+            self.write(row)
         os.replace(tmp, csv_path)  # the open handle follows the file
         self._logger.add_output(_TensorBoard(str(run / rf.TENSORBOARD), x_axis=rf.EPOCH))
 
-    def _write(self, row: dict[str, float]) -> None:
+    def write(self, row: dict[str, float]) -> None:
         for key, value in row.items():
             self._tabular.record(key, value)
         self._logger.log(self._tabular)
         self._logger.dump_all(int(row[rf.EPOCH]))
         self._tabular.clear()
-
-    def write(self, row: dict[str, float]) -> None:
-        self._write(row)
 
     def close(self) -> None:
         self._logger.remove_all()
