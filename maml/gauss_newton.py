@@ -335,6 +335,20 @@ def meta_gradient(
     The same passes as :func:`linearize` (adapt, forward and backward over the post-update samples,
     ``Σ_i J_i g_i``), but nothing is kept for later products. The gradient is flat ``[P]``, canonical order.
     """
+    gradient, loss = meta_gradient_tensors(theta, batch, surrogate, inner_lr, first_order, task_chunk)
+    return gradient, loss.item()
+
+
+def meta_gradient_tensors(
+    theta: Params,
+    batch: MetaBatch,
+    surrogate: Surrogate,
+    inner_lr: float,
+    first_order: bool = False,
+    task_chunk: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`meta_gradient` with the loss as a 0-d tensor: no host synchronisation, so that the whole
+    computation can be captured in a CUDA graph (:mod:`maml.cuda_graphs`)."""
     if not supports(len(batch.pre), first_order):
         raise ValueError("the explicit passes support one inner step (or first order); use double backward")
     layout = Layout.of(theta)
@@ -344,7 +358,7 @@ def meta_gradient(
     store, scratch = Buffers(), Buffers()
     gradient = torch.zeros_like(flat_theta)
     part = torch.empty_like(flat_theta)
-    loss = 0.0
+    loss = torch.zeros((), dtype=flat_theta.dtype, device=flat_theta.device)
     for start in range(0, num_tasks, chunk):
         tasks = _task_slice(batch, start, min(start + chunk, num_tasks))
         post = tasks.post
@@ -363,7 +377,7 @@ def meta_gradient(
             mlp_passes.backward(layout, acts, adapted, grad_mean, outer, scratch, scratch)
             layout.log_std(outer).copy_(grad_log_std)
             gradient += outer.sum(0) if inner is None else adaptation_vjp_sum(inner, outer, part, scratch)
-        loss += chunk_loss.item()
+        loss += chunk_loss.detach()
     return gradient, loss
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from maml import gauss_newton, meta, mlp_passes
+from maml import cuda_graphs, gauss_newton, meta, mlp_passes
 from maml.cg import conjugate_gradient
 from maml.config import MAMLConfig, TRPOConfig
 from maml.meta import MetaBatch
@@ -95,16 +95,22 @@ def _linearize_double_backward(theta: Params, batch: MetaBatch, maml_cfg: MAMLCo
     )
 
 
-def _linearize_gauss_newton(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig) -> _LocalModel:
-    """The explicit batched passes of :mod:`maml.gauss_newton`: HVP = Jᵀ F J with precomputed constants."""
+def _linearize_gauss_newton(
+    theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig, use_graphs: bool
+) -> _LocalModel:
+    """The explicit batched passes of :mod:`maml.gauss_newton`: HVP = Jᵀ F J with precomputed constants,
+    replayed from a CUDA graph on a GPU when ``use_graphs``."""
     point = gauss_newton.linearize(theta, batch, surrogate, maml_cfg.inner_lr, maml_cfg.first_order)
     scratch = mlp_passes.Buffers()
+    kl_hvp = point.kl_hvp
+    if use_graphs and cuda_graphs.available(point.gradient):
+        kl_hvp = cuda_graphs.CapturedFunction(point.kl_hvp, point.gradient)
     return _LocalModel(
         loss=point.loss,
         kl=point.kl,
         entropy=point.entropy,
         gradient=point.gradient,
-        kl_hvp=point.kl_hvp,
+        kl_hvp=kl_hvp,
         evaluate=lambda candidate: gauss_newton.evaluate(
             candidate, batch, surrogate, maml_cfg.inner_lr, scratch
         ),
@@ -123,12 +129,12 @@ def trpo_step(
     """
     theta = {name: theta[name] for name in mlp_passes.Layout.of(theta).names}  # flat vectors: canonical order
     if cfg.hvp == "gauss_newton" and gauss_newton.supports(len(batch.pre), maml_cfg.first_order):
-        point = _linearize_gauss_newton(theta, batch, maml_cfg)
+        point = _linearize_gauss_newton(theta, batch, maml_cfg, cfg.cuda_graphs)
     else:
         point = _linearize_double_backward(theta, batch, maml_cfg)
 
     def damped_hvp(v: Tensor) -> Tensor:
-        return point.kl_hvp(v) + cfg.cg_damping * v
+        return point.kl_hvp(v) + cfg.cg_damping * v  # a new tensor: a graph's static output is not kept
 
     direction = conjugate_gradient(damped_hvp, point.gradient, cfg.cg_iters)
     curvature = (direction @ damped_hvp(direction)).item()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import build
 
-from maml import gauss_newton, meta, oracle, ppo, trpo
+from maml import gauss_newton, meta, mlp_passes, oracle, ppo, trpo
 from maml.config import MAMLConfig, TRPOConfig
 from maml.synthetic import SyntheticSpec
 
@@ -216,3 +216,35 @@ def test_cuda_kernel_equals_cpu_float64(first_order):
         )
         assert _rel_err(point.gradient.cpu().double(), ref.gradient) < tol
         assert _rel_err(point.kl_hvp(v.to("cuda", dtype)).cpu().double(), ref.kl_hvp(v)) < tol
+
+
+def test_graph_capture_refuses_cpu_tensors():
+    from maml import cuda_graphs
+
+    assert not cuda_graphs.available(torch.zeros(3))
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        cuda_graphs.CapturedFunction(lambda x: 2 * x, torch.zeros(3))
+
+
+@pytest.mark.parametrize("segments", [2, 4, 8])
+def test_split_k_outer_product_equals_one_gemm(segments):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 64, 5, generator=gen, dtype=torch.float64)
+    delta = torch.randn(3, 64, 7, generator=gen, dtype=torch.float64)
+    reference = torch.bmm(x.transpose(1, 2), delta)
+    torch.testing.assert_close(mlp_passes.outer_split(x, delta, segments), reference, rtol=1e-12, atol=1e-12)
+    assert mlp_passes.split_k_segments(x) == 1  # CPU: one GEMM per task
+
+
+def test_kernel_with_split_k_equals_plain_gemms(monkeypatch):
+    """The GPU's split-K path, forced on CPU: the same gradient and products."""
+    spec = SyntheticSpec(num_tasks=4, episodes=4, horizon=16, obs_dim=5, act_dim=2, hidden_sizes=(8, 8))
+    theta, batch = build(spec, seed=9)
+    plain = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR)
+    v = torch.randn(plain.gradient.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    monkeypatch.setattr(mlp_passes, "split_k_segments", lambda x: 4)
+    split = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR)
+    assert _rel_err(split.gradient, plain.gradient) < 1e-12
+    assert _rel_err(split.kl_hvp(v), plain.kl_hvp(v)) < 1e-12
+    gradient, _ = gauss_newton.meta_gradient(theta, batch, trpo.surrogate, INNER_LR)
+    assert _rel_err(gradient, plain.gradient) < 1e-12

@@ -141,6 +141,7 @@ class Row:
     loop_s: float
     double_backward_s: float | None
     floor_s: float
+    eager_s: float | None = None
 
     @property
     def speedup(self) -> float:
@@ -159,11 +160,17 @@ def record(
     double_backward: float | None,
     flops: float,
     rate: float,
+    eager: float | None = None,
 ) -> None:
-    """Store the comparison in ``benchmark.extra_info`` (JSON) and for the summary table."""
+    """Store the comparison in ``benchmark.extra_info`` (JSON) and for the summary table. On a GPU ``ours``
+    is the CUDA-graph replay and ``eager`` the same passes launched one by one. Nothing under
+    ``--benchmark-disable`` (a correctness run)."""
+    if benchmark.disabled:
+        return
     floor = flops / rate
     benchmark.extra_info.update(
         {
+            "eager_median_s": eager,
             "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
@@ -178,7 +185,7 @@ def record(
             "ratio_to_flop_floor": ours / floor,
         }
     )
-    ROWS.append(Row(case, ours, loop, double_backward, floor))
+    ROWS.append(Row(case, ours, loop, double_backward, floor, eager))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -189,12 +196,14 @@ def pytest_terminal_summary(terminalreporter) -> None:
     write(
         f"meta-gradient kernel (median seconds; {torch.get_num_threads()} threads, torch {torch.__version__})"
     )
-    header = f"{'case':<34} {'ours':>9} {'loop':>9} {'dbl-bwd':>9} {'floor':>9} {'×loop':>7} {'×floor':>7}"
+    columns = ("ours", "eager", "loop", "dbl-bwd", "floor")
+    header = f"{'case':<34} " + " ".join(f"{c:>9}" for c in columns) + f" {'×loop':>7} {'×floor':>7}"
     write(header)
     write("-" * len(header))
     for row in ROWS:
         double_backward = "-" if row.double_backward_s is None else f"{row.double_backward_s:9.4f}"
+        eager = "-" if row.eager_s is None else f"{row.eager_s:9.4f}"
         write(
-            f"{row.case:<34} {row.ours_s:9.4f} {row.loop_s:9.4f} {double_backward:>9} {row.floor_s:9.4f} "
-            f"{row.speedup:7.1f} {row.ours_s / row.floor_s:7.2f}"
+            f"{row.case:<34} {row.ours_s:9.4f} {eager:>9} {row.loop_s:9.4f} {double_backward:>9} "
+            f"{row.floor_s:9.4f} {row.speedup:7.1f} {row.ours_s / row.floor_s:7.2f}"
         )
