@@ -3,6 +3,7 @@ the reward follows the task's direction."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import gymnasium
@@ -15,6 +16,7 @@ from maml.envs import (
     HalfCheetahDirBatch,
     HalfCheetahDirConfig,
     HalfCheetahDirEnv,
+    native_step,
     sample_directions,
 )
 from maml.envs.half_cheetah_dir import model_path
@@ -120,6 +122,46 @@ def test_thread_count_does_not_change_results():
             observations += [batch.step(a)[0] for a in actions]
         results.append(np.stack(observations))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def _rollout(num_envs: int, threads: int, native: bool, steps: int = 25):
+    directions = sample_directions(np.random.default_rng(5), num_envs)
+    seeds = [np.random.SeedSequence(6, spawn_key=(b,)) for b in range(num_envs)]
+    actions = random_actions(np.random.default_rng(7), (steps, num_envs, 6))
+    with HalfCheetahDirBatch(num_envs, num_threads=threads, native=native) as batch:
+        assert batch.native == native
+        observations, rewards = [batch.reset(directions, seeds)], []
+        for a in actions:
+            obs, reward, _ = batch.step(a)
+            observations.append(obs)
+            rewards.append(reward)
+    return np.stack(observations), np.stack(rewards)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_loop_equals_python_loop(threads):
+    """The compiled stepping loop builds here and gives the Python loop's numbers bit for bit."""
+    assert native_step.load() is not None, "the C loop failed to build (see the warning)"
+    python = _rollout(48, threads, native=False)
+    native = _rollout(48, threads, native=True)
+    np.testing.assert_array_equal(native[0], python[0])
+    np.testing.assert_array_equal(native[1], python[1])
+
+
+def test_native_loop_falls_back_with_a_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("MAML_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    native_step.load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="step in Python"):
+            assert native_step.load() is None
+        assert not list(tmp_path.rglob("*.so"))  # nothing half-built left behind
+        monkeypatch.setenv(native_step.SWITCH_ENV_VAR, "0")
+        native_step.load.cache_clear()
+        assert native_step.load() is None
+    finally:
+        native_step.load.cache_clear()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

@@ -232,13 +232,19 @@ class HalfCheetahDirBatch:
     """Per-step infos and how the sampler reduces each over an episode."""
 
     def __init__(
-        self, num_envs: int, config: HalfCheetahDirConfig | None = None, num_threads: int | None = None
+        self,
+        num_envs: int,
+        config: HalfCheetahDirConfig | None = None,
+        num_threads: int | None = None,
+        native: bool = True,
     ) -> None:
+        """``native``: step with the compiled C loop where it builds (:mod:`maml.envs.native_step`; the same
+        numbers as the Python loop, faster)."""
         self.config = config or HalfCheetahDirConfig()
         model = load_model()
         self.dt = model.opt.timestep * self.config.frame_skip
         self._torso = model.body(TORSO).id
-        self._sims = MjBatch(model, num_envs, num_threads)
+        self._sims = MjBatch(model, num_envs, num_threads, native=native)
         self._directions: NDArray[np.float64] | None = None
 
     @property
@@ -248,6 +254,11 @@ class HalfCheetahDirBatch:
     @property
     def num_threads(self) -> int:
         return self._sims.num_threads
+
+    @property
+    def native(self) -> bool:
+        """Whether the C loop steps the simulations."""
+        return self._sims.native
 
     def reset(self, tasks: ArrayLike, seeds: Sequence[Seed]) -> NDArray[np.float64]:
         """Reset environment ``b`` to direction ``tasks[b]`` with reset noise from ``seeds[b]``.

@@ -37,6 +37,8 @@ from typing import TypeVar
 import metaworld
 import numpy as np
 
+from maml.cache import cache_dir
+
 BENCHMARKS: Mapping[str, Callable[[int], metaworld.Benchmark]] = MappingProxyType(
     {
         "ml1_push": lambda seed: metaworld.ML1("push-v3", seed=seed),
@@ -47,8 +49,6 @@ BENCHMARKS: Mapping[str, Callable[[int], metaworld.Benchmark]] = MappingProxyTyp
 """Our benchmark names → a builder taking Meta-World's seed."""
 BENCHMARK_SEED = 0
 """Meta-World's seed for the goals of every benchmark: the goals are fixed, the run seed picks among them."""
-CACHE_ENV_VAR = "MAML_BENCH_CACHE"
-"""Environment variable naming the cache folder (overrides ``$XDG_CACHE_HOME/maml-bench``)."""
 SPLITS = ("train", "test")
 
 T = TypeVar("T")
@@ -99,14 +99,6 @@ class TaskSet:
     @property
     def num_test_tasks(self) -> int:
         return sum(len(tasks) for tasks in self.test.values())
-
-
-def cache_dir() -> Path:
-    """``$MAML_BENCH_CACHE``, else ``$XDG_CACHE_HOME/maml-bench``, else ``~/.cache/maml-bench``."""
-    if os.environ.get(CACHE_ENV_VAR):
-        return Path(os.environ[CACHE_ENV_VAR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "maml-bench"
 
 
 def cache_path(name: str, seed: int, directory: Path | None = None) -> Path:

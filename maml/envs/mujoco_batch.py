@@ -19,6 +19,10 @@ Design notes, from checks on the 2-core CPU (each a few runs on a noisy machine)
   environment step against ~32 µs with a scratch ``MjData`` per thread and ~29 µs inside ``rollout``.
 - The calling thread takes part in every step, with ``num_threads − 1`` persistent helpers woken by
   semaphores; a ``ThreadPoolExecutor`` and its futures cost ~20 % of the speed.
+- A thread steps its slice with the C loop of :mod:`maml.envs.native_step` when it can be built (the same
+  MuJoCo calls, one GIL release per slice); else with the Python loop, which re-takes the GIL after every
+  ``mj_step``. HalfCheetahDir, 800 simulations, 2 threads: 36k env-steps/s in Python, see
+  ``results/bench/README.md`` for the C loop.
 """
 
 from __future__ import annotations
@@ -33,12 +37,19 @@ import mujoco
 import numpy as np
 from numpy.typing import NDArray
 
+from maml.envs import native_step
+
 MIN_ENVS_PER_CHUNK = 16
-"""Smallest slice of the batch a thread steps at a time; smaller slices cost more in dispatch than they
-gain in load balance."""
+"""Smallest slice of the batch a thread steps at a time in the Python loop; smaller slices cost more in
+dispatch than they gain in load balance."""
 CHUNKS_PER_THREAD = 2
-"""Slices per thread, taken first come first served so that a thread slowed down by another process
-does not hold the step up."""
+"""Slices per thread (Python loop), taken first come first served so that a thread slowed down by another
+process does not hold the step up."""
+NATIVE_MIN_ENVS_PER_CHUNK = 8
+NATIVE_CHUNKS_PER_THREAD = 16
+"""The same for the C loop, whose dispatch costs one ctypes call per slice: finer slices balance the
+threads better (HalfCheetahDir, 800 simulations, 2 threads: 4 slices ~35k env-steps/s in the sampler,
+16–32 slices ~48k)."""
 STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 """The state a simulation is saved as between steps: all that ``mj_step`` reads."""
 
@@ -134,7 +145,9 @@ class MjBatch:
     start of the last substep, exactly what a gymnasium environment reads.
     """
 
-    def __init__(self, model: mujoco.MjModel, num_envs: int, num_threads: int | None = None) -> None:
+    def __init__(
+        self, model: mujoco.MjModel, num_envs: int, num_threads: int | None = None, native: bool = True
+    ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
         num_threads = default_num_threads() if num_threads is None else num_threads
@@ -148,7 +161,13 @@ class MjBatch:
         self.qpos: NDArray[np.float64] = self._state[:, state_slice(model, mujoco.mjtState.mjSTATE_QPOS)]
         self.qvel: NDArray[np.float64] = self._state[:, state_slice(model, mujoco.mjtState.mjSTATE_QVEL)]
         self.xpos: NDArray[np.float64] = np.zeros((num_envs, model.nbody, 3))
-        num_chunks = max(1, min(CHUNKS_PER_THREAD * num_threads, num_envs // MIN_ENVS_PER_CHUNK))
+        self._native = native_step.load() if native else None
+        per_thread, min_envs = (
+            (NATIVE_CHUNKS_PER_THREAD, NATIVE_MIN_ENVS_PER_CHUNK)
+            if self._native is not None
+            else (CHUNKS_PER_THREAD, MIN_ENVS_PER_CHUNK)
+        )
+        num_chunks = max(1, min(per_thread * num_threads, num_envs // min_envs))
         bounds = np.linspace(0, num_envs, num_chunks + 1).round().astype(int)
         self._chunks = [(int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds)]
         parallel = num_threads > 1 and num_chunks > 1
@@ -157,6 +176,11 @@ class MjBatch:
         if self._runner is not None:
             weakref.finalize(self, self._runner.close)
         self._nstep = 1
+
+    @property
+    def native(self) -> bool:
+        """Whether slices are stepped by the C loop (:mod:`maml.envs.native_step`) rather than in Python."""
+        return self._native is not None
 
     def reset(self, qpos: NDArray[np.float64], qvel: NDArray[np.float64]) -> None:
         """Reset every simulation (``mj_resetData``) to ``qpos [B, nq]``, ``qvel [B, nv]``, then
@@ -193,6 +217,9 @@ class MjBatch:
     def _step_chunk(self, chunk: int, worker: int) -> None:
         lo, hi = self._chunks[chunk]
         m, d, nstep, spec = self.model, self._scratch[worker], self._nstep, STATE.value
+        if self._native is not None:
+            self._native.step_rows(m, d, self._state[lo:hi], self.xpos[lo:hi], spec, nstep)
+            return
         set_state, get_state, step = mujoco.mj_setState, mujoco.mj_getState, mujoco.mj_step
         xpos, rows = d.xpos, self._state[lo:hi]
         for row, out in zip(rows, self.xpos[lo:hi], strict=True):

@@ -1,0 +1,140 @@
+"""The C stepping loop of :mod:`maml.envs.mujoco_batch`, compiled on first use and loaded with ctypes.
+
+Stepping a slice of simulations from Python costs four binding calls per simulation and a GIL handoff at
+every ``mj_step`` (the binding releases the GIL inside it): on 2 cores the threads spent about as long
+queueing for the GIL as in MuJoCo. ``native_step.c`` runs the same MuJoCo calls in the same order for a
+whole slice inside one ctypes call, which releases the GIL once. The results are bit for bit the same
+(``tests/test_half_cheetah_dir.py`` checks both loops against each other and against gymnasium).
+
+The shared library is built with the system C compiler (``$CC``, else ``cc``) against the headers and the
+``libmujoco`` that the installed ``mujoco`` wheel ships, into ``<cache>/native/`` (see :mod:`maml.cache`),
+keyed by the source, MuJoCo's version and the library's path; later processes load it from there. Where
+no compiler is found or the build fails, :func:`load` warns once and returns ``None``, and the batch steps
+in Python: slower, same numbers. ``MAML_BENCH_NATIVE=0`` turns the C loop off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from maml.cache import cache_dir
+
+SOURCE = Path(__file__).with_name("native_step.c")
+SWITCH_ENV_VAR = "MAML_BENCH_NATIVE"
+"""Set to ``0`` to step in Python."""
+_ARGTYPES = [
+    ctypes.c_void_p,  # const mjModel*
+    ctypes.c_void_p,  # mjData* (scratch)
+    ctypes.c_void_p,  # mjtNum* states, [nrows, nstate]
+    ctypes.c_int,  # nrows
+    ctypes.c_int,  # nstate
+    ctypes.c_uint,  # state spec
+    ctypes.c_int,  # nstep
+    ctypes.c_void_p,  # mjtNum* xpos out, [nrows, nbody, 3]
+]
+
+
+class NativeStep:
+    """``step_rows(model, data, states, xpos, nstep)``: the C loop over ``states [n, nstate]`` rows."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self._library = library
+        self._step_rows = library.maml_bench_step_rows
+        self._step_rows.argtypes = _ARGTYPES
+        self._step_rows.restype = None
+
+    def step_rows(
+        self,
+        model: mujoco.MjModel,
+        data: mujoco.MjData,
+        states: np.ndarray,
+        xpos: np.ndarray,
+        spec: int,
+        nstep: int,
+    ) -> None:
+        """Step every row of ``states`` (C-contiguous float64, written back) ``nstep`` times; ``xpos
+        [n, nbody, 3]`` receives each row's ``data.xpos`` afterwards."""
+        if not (states.flags.c_contiguous and xpos.flags.c_contiguous):
+            raise ValueError("states and xpos must be C-contiguous")
+        if states.dtype != np.float64 or xpos.dtype != np.float64:
+            raise ValueError("states and xpos must be float64")
+        if xpos.shape != (states.shape[0], model.nbody, 3):
+            raise ValueError(f"xpos must have shape {(states.shape[0], model.nbody, 3)}, got {xpos.shape}")
+        self._step_rows(
+            model._address,
+            data._address,
+            states.ctypes.data,
+            states.shape[0],
+            states.shape[1],
+            spec,
+            nstep,
+            xpos.ctypes.data,
+        )
+
+
+def _mujoco_files() -> tuple[Path, Path]:
+    """The ``include`` folder and the ``libmujoco`` shared library of the installed wheel."""
+    package = Path(mujoco.__file__).parent
+    libraries = sorted(package.glob("libmujoco.so*")) or sorted(package.glob("libmujoco*.dylib"))
+    if not libraries or not (package / "include" / "mujoco" / "mujoco.h").is_file():
+        raise OSError(f"the mujoco package at {package} ships no libmujoco or headers")
+    return package / "include", libraries[0]
+
+
+def library_path() -> Path:
+    """Where the compiled loop for this source, MuJoCo version and library lives in the cache."""
+    _, library = _mujoco_files()
+    key = hashlib.sha256(SOURCE.read_bytes() + f"{mujoco.__version__}|{library}".encode()).hexdigest()[:16]
+    return cache_dir() / "native" / f"native_step-mujoco{mujoco.__version__}-{key}.so"
+
+
+def build(target: Path) -> None:
+    """Compile :data:`SOURCE` into ``target`` (written atomically: a half-built library is never loaded)."""
+    include, library = _mujoco_files()
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise OSError("no C compiler found ($CC, cc or gcc)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
+        built = Path(tmp) / target.name
+        command = [compiler, "-O2", "-shared", "-fPIC", f"-I{include}", str(SOURCE), "-o", str(built)]
+        command += [str(library), f"-Wl,-rpath,{library.parent}"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        if result.returncode != 0:
+            raise OSError(f"{' '.join(command)} failed:\n{result.stderr.strip()}")
+        os.replace(built, target)
+
+
+@functools.cache
+def load() -> NativeStep | None:
+    """The C loop (built on first use), or ``None`` when it is switched off or cannot be built or loaded."""
+    if os.environ.get(SWITCH_ENV_VAR, "1") == "0":
+        return None
+    try:
+        target = library_path()
+        if not target.is_file():
+            build(target)
+        library = ctypes.CDLL(str(target))
+        built_for = library.maml_bench_native_abi()
+        if built_for != mujoco.mj_version():
+            raise OSError(f"built against MuJoCo {built_for}, running {mujoco.mj_version()}")
+        return NativeStep(library)
+    except (OSError, subprocess.SubprocessError) as error:
+        warnings.warn(
+            f"maml-bench: MuJoCo simulations step in Python (slower, same results): the C loop is "
+            f"unavailable: {error}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
