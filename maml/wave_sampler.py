@@ -9,10 +9,14 @@ in lockstep with ONE batched policy call per time step, until all are done; then
 no episode is pending. The result has the same layout as :func:`~maml.sampler.sample_episodes` 's.
 
 Slots (:func:`assign_slots`): the ``C`` groups of a call share the workers, each group on ``s`` distinct
-workers, ``s`` the smallest count ≥ ``⌈W / C⌉`` whose ``C·s`` slots can keep every worker at least 90 % as
-busy as the busiest (ML1 on 2 workers: push on both; ML10's 10 train classes: 5 per worker; its 5 test
-classes: each on both workers, 5 slots per worker rather than 3 and 2); slots are placed so that each
-worker's sum of step costs (Meta-World classes differ by 3×) is as even as a greedy placement makes it.
+workers. For balance, ``s`` is at least the smallest count ≥ ``⌈W / C⌉`` whose ``C·s`` slots can keep every
+worker at least 90 % as busy as the busiest (ML1 on 2 workers: push on both; ML10's 5 test classes: each
+on both workers, 5 slots per worker rather than 3 and 2). Then, since every wave step pays a fixed cost
+(the policy call, the messages, the slowest worker), ``s`` grows to the most episodes one group has (at
+most ``W``, and at most :data:`MAX_INSTANCES_PER_WORKER` groups per worker) so that fewer, fuller waves run:
+ML10's meta-batch of 20 (2 goals per class) runs as one wave of 20 on 2 workers, not two waves of 10 (ML10
+sampler on 2 cores: 1.5× → see results/bench/README.md). Slots are placed so that each worker's sum of step
+costs (Meta-World classes differ by 3×) is as even as a greedy placement makes it.
 
 Seeding and float results do not depend on the waves: episode ``e`` of the task keyed ``k`` takes its reset
 seed and its action noise from ``episode_seed(seed, epoch, round, k, e, stream)`` exactly as
@@ -24,7 +28,7 @@ each row alone, so the same episode gives the same bits on 1 worker or 16, in wh
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -51,6 +55,8 @@ from maml.samples import Episodes
 
 MIN_WORKER_BALANCE = 0.9
 """Slots are replicated until every worker runs at least this fraction of the busiest worker's episodes."""
+MAX_INSTANCES_PER_WORKER = 48
+"""Groups one worker may serve (Meta-World: ~21 MB per instance, so ~1 GB; ML45's 45 classes fit)."""
 
 TaskT_contra = TypeVar("TaskT_contra", contravariant=True)
 TaskT = TypeVar("TaskT")
@@ -110,17 +116,25 @@ class WaveEnv(Protocol[TaskT_contra]):
 
 
 def assign_slots(
-    groups: Sequence[Hashable], num_workers: int, step_cost: Callable[[Hashable], float] | None = None
+    groups: Sequence[Hashable],
+    num_workers: int,
+    step_cost: Callable[[Hashable], float] | None = None,
+    episodes_per_task: int = 1,
+    max_instances_per_worker: int = MAX_INSTANCES_PER_WORKER,
 ) -> dict[Hashable, list[int]]:
     """The workers that run each group's episodes: ``{group: [worker, …]}`` (distinct workers per group).
 
-    Each of the ``C`` groups (in order of first appearance) gets ``s`` slots, ``s`` as in the module
-    docstring. The slots are placed costliest first (``step_cost``, default 1), each on the least loaded
-    worker that does not hold its group yet (ties: the lower index), so that the workers finish a wave's
-    steps together.
+    ``groups`` holds each task's group (a group appears once per task). Each of the ``C`` groups (in order
+    of first appearance) gets ``s`` slots: the fewest that keep the workers balanced (module docstring),
+    raised towards the most episodes of one group (``count × episodes_per_task``, at most ``W``) so that
+    fewer, fuller waves run, as long as no worker serves more than ``max_instances_per_worker`` groups. The
+    slots are placed costliest first (``step_cost``, default 1), each on the least loaded worker that does
+    not hold its group yet (ties: the lower index), so that the workers finish a wave's steps together.
     """
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+    if episodes_per_task < 1 or max_instances_per_worker < 1:
+        raise ValueError("episodes_per_task and max_instances_per_worker must be at least 1")
     unique = list(dict.fromkeys(groups))
     if not unique:
         return {}
@@ -133,6 +147,9 @@ def assign_slots(
             break
         copies += 1
     copies = min(copies, most)
+    most_episodes = max(Counter(groups).values()) * episodes_per_task
+    memory_cap = max(1, max_instances_per_worker * num_workers // num_groups)
+    copies = max(copies, min(most_episodes, num_workers, memory_cap))
     cost = {g: 1.0 if step_cost is None else float(step_cost(g)) for g in unique}
     if not all(math.isfinite(c) and c > 0 for c in cost.values()):
         raise ValueError(f"step costs must be positive and finite, got {cost}")
@@ -214,7 +231,8 @@ def sample_in_waves(
     obs_dim, act_dim = env.observation_dim, env.action_dim
     cpu_params = _task_params(params, num_tasks, obs_dim, act_dim, dtype)
     groups = [env.group_of(task) for task in tasks]
-    waves = plan_waves(groups, num_episodes, assign_slots(groups, env.num_workers, env.step_cost))
+    slots = assign_slots(groups, env.num_workers, env.step_cost, episodes_per_task=num_episodes)
+    waves = plan_waves(groups, num_episodes, slots)
 
     def seeds(stream: int) -> list[np.random.SeedSequence]:
         return [

@@ -32,7 +32,7 @@ from bench import run_format as rf
 from bench.experiments import ConfigError, preset
 from bench.families import MetaWorldFamily, make_family
 from bench.trainer import RunSpec, Trainer
-from maml import policy
+from maml import cache, policy
 from maml.envs import metaworld_tasks as mwt
 from maml.envs.metaworld_pool import (
     ACT_DIM,
@@ -79,14 +79,15 @@ def pool1():
 
 @pytest.fixture(scope="module")
 def pool2():
-    with MetaWorldPool(2) as pool:
+    """Two worker processes."""
+    with MetaWorldPool(2, in_process_worker=False) as pool:
         yield pool
 
 
 @pytest.fixture(scope="module")
 def pool2_in_process():
-    """Two workers, worker 0 in the test process."""
-    with MetaWorldPool(2, in_process_worker=True) as pool:
+    """Two workers, worker 0 in the test process (the default)."""
+    with MetaWorldPool(2) as pool:
         yield pool
 
 
@@ -173,12 +174,12 @@ def test_cache_builds_once_and_rebuilds_a_corrupt_file(tmp_path, monkeypatch):
     assert pickle.loads(path.read_bytes()) == {"tasks": 3}
     assert [p.name for p in path.parent.iterdir()] == ["thing.pkl"]  # no temporary files left
 
-    monkeypatch.setenv(mwt.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setenv(cache.CACHE_ENV_VAR, str(tmp_path / "cache"))
     version = mwt.importlib.metadata.version("metaworld")
     assert mwt.cache_path("ml10", 0) == tmp_path / "cache" / f"metaworld-{version}" / "ml10-seed0.pkl"
-    monkeypatch.delenv(mwt.CACHE_ENV_VAR)
+    monkeypatch.delenv(cache.CACHE_ENV_VAR)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert mwt.cache_dir() == tmp_path / "xdg" / "maml-bench"
+    assert cache.cache_dir() == tmp_path / "xdg" / "maml-bench"
 
 
 def test_cold_build_of_ml1_is_cached_and_equal(tmp_path, ml1):
@@ -275,6 +276,22 @@ def test_slots_balance_step_costs():
     assert max(loads) <= 1.1 * min(loads)
     with pytest.raises(ValueError, match="step costs must be positive"):
         assign_slots(["a"], 2, lambda group: 0.0)
+
+
+def test_slots_grow_to_run_fewer_fuller_waves_within_the_memory_cap():
+    ml10_batch = [f"c{i}" for i in range(10)] * 2  # ML10's meta-batch of 20: 2 goals per class
+    slots = assign_slots(ml10_batch, 2)
+    assert all(sorted(ws) == [0, 1] for ws in slots.values())
+    assert len(plan_waves(ml10_batch, 1, slots)) == 1  # one wave of 20, not two of 10
+    capped = assign_slots(ml10_batch, 2, max_instances_per_worker=5)  # 5 classes per worker at most
+    assert all(len(ws) == 1 for ws in capped.values()) and len(plan_waves(ml10_batch, 1, capped)) == 2
+    one_each = [f"c{i}" for i in range(45)]
+    assert all(len(ws) == 2 for ws in assign_slots(one_each, 2, episodes_per_task=10).values())
+    assert all(len(ws) == 1 for ws in assign_slots(one_each, 2, episodes_per_task=1).values())
+    many = assign_slots(one_each, 16, episodes_per_task=10)
+    assert all(len(ws) == 10 for ws in many.values())  # as many copies as a class has episodes
+    with pytest.raises(ValueError, match="episodes_per_task"):
+        assign_slots(one_each, 2, episodes_per_task=0)
 
 
 def test_waves_cover_every_episode_once():
@@ -454,7 +471,7 @@ def test_meta_test_protocol_with_scripted_push(ml1, pool2, monkeypatch, tmp_path
 # --- failures and shutdown --------------------------------------------------------------------------------
 def test_crashed_worker_is_reported_and_the_pool_stops(ml1):
     tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 2)
-    pool = MetaWorldPool(2)
+    pool = MetaWorldPool(2, in_process_worker=False)
     pids = pool.pids
     steps: list[int] = []
 
@@ -512,8 +529,8 @@ CTRL_C_SCRIPT = textwrap.dedent(
         signal.signal(signal.SIGINT, signal.default_int_handler)
         tasks = sample_train_tasks(load_task_set("ml1_push"), np.random.default_rng(0), 4)
         params = policy.broadcast(policy.init_params(39, 4, (8,), torch.Generator().manual_seed(0)), 4)
-        with MetaWorldPool(2) as pool:
-            # a first small call: both workers are up (and ignore SIGINT) before the test interrupts
+        with MetaWorldPool(2) as pool:  # worker 0 here, worker 1 a process
+            # a first small call: both workers are up (worker 1 ignores SIGINT) before the test interrupts
             sample_in_waves(pool, params, tasks, episodes_per_task=1, max_episode_length=2, seed=0)
             print(json.dumps(pool.pids), flush=True)
             sample_in_waves(pool, params, tasks, episodes_per_task=50, max_episode_length=500, seed=0)

@@ -277,7 +277,8 @@ def _exit_reason(process: multiprocessing.process.BaseProcess) -> str:
 class MetaWorldPool:
     """``num_workers`` workers running Meta-World episodes; a :class:`maml.wave_sampler.WaveEnv`.
 
-    Each worker is a spawned process, or, with ``in_process_worker``, worker 0 runs in the calling process.
+    Worker 0 runs in the calling process (``in_process_worker``, the default) or, like the others, in a
+    spawned process.
 
     Use as a context manager (or call :meth:`close`). Tasks are :class:`MetaWorldTask` s; observations and
     rewards come back as float64.
@@ -295,15 +296,17 @@ class MetaWorldPool:
         num_workers: int | None = None,
         action_scale: float = 1.0,
         fast_contacts: bool = FAST_CONTACTS,
-        in_process_worker: bool = False,
+        in_process_worker: bool = True,
         start_timeout: float = START_TIMEOUT_S,
     ) -> None:
         """``num_workers`` workers (default: one per core); the environments get
         ``clip(a / action_scale, −1, 1)``; ``fast_contacts`` swaps in :func:`touching_object_fast`.
 
-        ``in_process_worker`` runs worker 0 in the calling process, between sending the other workers their
-        actions and collecting their replies, and spawns ``num_workers − 1`` processes: on a machine with as
-        many cores as workers, the caller then no longer competes with the workers for a core at every step.
+        ``in_process_worker`` (default) runs worker 0 in the calling process, between sending the other
+        workers their actions and collecting their replies, and spawns ``num_workers − 1`` processes: on a
+        machine with as many cores as workers, the caller then no longer competes with the workers for a
+        core at every step, and one worker means no process at all (ML10 sampler on 2 cores: ~1.3× the
+        steps per second of two worker processes, results/bench/README.md). ``False`` spawns every worker.
         """
         num_workers = default_num_workers() if num_workers is None else num_workers
         if num_workers < 1:
