@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 
-def conjugate_gradient(
+@dataclass(frozen=True)
+class CGResult:
+    """The approximate solution and CG's recursively updated residual ``r ≈ b − A x``."""
+
+    x: Tensor
+    residual: Tensor
+
+    def curvature(self, b: Tensor) -> Tensor:
+        """``xᵀ A x`` without another product: ``xᵀ (b − r)``, since CG keeps ``r = b − A x`` (up to rounding
+        in the recursion). TRPO needs it to scale the step; garage spends an extra Hessian-vector product."""
+        return self.x @ (b - self.residual)
+
+
+def solve(
     matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10
-) -> Tensor:
-    """Approximate ``A⁻¹ b`` with at most ``iters`` iterations (Nocedal & Wright, Algorithm 5.2).
+) -> CGResult:
+    """At most ``iters`` iterations of CG from ``x = 0`` (Nocedal & Wright, Algorithm 5.2).
 
     Stops early once the squared residual norm falls below ``residual_tol``.
     """
@@ -29,4 +43,11 @@ def conjugate_gradient(
         new_r_dot = r @ r
         p = r + (new_r_dot / r_dot) * p
         r_dot = new_r_dot
-    return x
+    return CGResult(x=x, residual=r)
+
+
+def conjugate_gradient(
+    matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10
+) -> Tensor:
+    """Approximate ``A⁻¹ b``: :func:`solve`'s ``x``."""
+    return solve(matvec, b, iters, residual_tol).x

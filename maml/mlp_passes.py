@@ -168,15 +168,15 @@ def forward(layout: Layout, params: Tensor, obs: Tensor, buffers: Buffers | None
     for k in range(layout.num_layers - 1):
         width = layout.widths[k + 1]
         z = take(buffers, "forward_z", (*x.shape[:-1], width), x)
-        hidden = torch.bmm(x, _batched(layout.layer(params, k), num_tasks), out=z).tanh_()  # contiguous: fast
+        torch.bmm(x, _batched(layout.layer(params, k), num_tasks), out=z)
+        x = _ones_input(z.shape, f"forward_x{k + 1}", z, buffers)
+        hidden = torch.tanh(z, out=x[..., :-1])  # straight into the next input: no copy pass
         slope = take(buffers, f"forward_slope{k}", hidden.shape, hidden)
         slopes.append(
             torch.addcmul(
                 torch.ones((), dtype=z.dtype, device=z.device), hidden, hidden, value=-1.0, out=slope
             )
         )
-        x = _ones_input(hidden.shape, f"forward_x{k + 1}", hidden, buffers)
-        x[..., :-1].copy_(hidden)
         inputs.append(x)
     last = layout.num_layers - 1
     mean = torch.bmm(
@@ -193,9 +193,9 @@ def mean_only(layout: Layout, params: Tensor, obs: Tensor, buffers: Buffers) -> 
     x = with_ones(obs, "mean_only_x0", buffers)
     for k in range(layout.num_layers - 1):
         z = buffers.take("mean_only_z", (*x.shape[:-1], layout.widths[k + 1]), x)
-        hidden = torch.bmm(x, _batched(layout.layer(params, k), num_tasks), out=z).tanh_()
-        x = _ones_input(hidden.shape, f"mean_only_x{k + 1}", hidden, buffers)
-        x[..., :-1].copy_(hidden)
+        torch.bmm(x, _batched(layout.layer(params, k), num_tasks), out=z)
+        x = _ones_input(z.shape, f"mean_only_x{k + 1}", z, buffers)
+        torch.tanh(z, out=x[..., :-1])
     last = layout.num_layers - 1
     return torch.bmm(x, _batched(layout.layer(params, last), num_tasks))
 

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from maml import cuda_graphs, gauss_newton, meta, mlp_passes
-from maml.cg import conjugate_gradient
+from maml import cg, cuda_graphs, gauss_newton, meta, mlp_passes
 from maml.config import MAMLConfig, TRPOConfig
 from maml.meta import MetaBatch
 from maml.policy import Params
@@ -136,8 +135,9 @@ def trpo_step(
     def damped_hvp(v: Tensor) -> Tensor:
         return point.kl_hvp(v) + cfg.cg_damping * v  # a new tensor: a graph's static output is not kept
 
-    direction = conjugate_gradient(damped_hvp, point.gradient, cfg.cg_iters)
-    curvature = (direction @ damped_hvp(direction)).item()
+    solution = cg.solve(damped_hvp, point.gradient, cfg.cg_iters)
+    direction = solution.x
+    curvature = solution.curvature(point.gradient).item()  # xᵀ(H + damping·I)x, no 11th product
     step = math.sqrt(2.0 * cfg.max_kl / (curvature + 1e-8)) * direction
 
     old = meta.flatten([p.detach() for p in theta.values()])

@@ -1,6 +1,6 @@
 import torch
 
-from maml.cg import conjugate_gradient
+from maml.cg import conjugate_gradient, solve
 
 
 def test_cg_solves_random_spd_systems():
@@ -21,3 +21,14 @@ def test_cg_exact_in_n_steps_for_distinct_eigenvalues():
     torch.testing.assert_close(a @ x, b, rtol=1e-9, atol=1e-9)
     # fewer iterations than the dimension leave a residual
     assert (a @ conjugate_gradient(lambda v: a @ v, b, iters=2) - b).norm() > 1e-3
+
+
+def test_cg_curvature_from_the_residual_equals_the_explicit_product():
+    gen = torch.Generator().manual_seed(2)
+    m = torch.randn(40, 40, generator=gen, dtype=torch.float64)
+    a = m @ m.T + 0.1 * torch.eye(40, dtype=torch.float64)
+    b = torch.randn(40, generator=gen, dtype=torch.float64)
+    for iters in (1, 3, 10):  # also short of convergence, as TRPO's 10 iterations are
+        result = solve(lambda v: a @ v, b, iters=iters)
+        explicit = result.x @ (a @ result.x)
+        assert abs(result.curvature(b) - explicit) <= 1e-10 * explicit

@@ -118,7 +118,8 @@ def kernel_flops(size: Size, what: str, first_order: bool = False, tries: int = 
     ``2 c_0 + 4 Σ_{k≥1} c``.
     KL-HVP = 2 ``H`` on the pre-update samples + ``F`` on the post-update ones (``F`` alone first order);
     meta-gradient = adaptation (forward + backward, pre) + forward + backward (post) + ``H`` (pre);
-    one line-search try = adaptation + forward (post); TRPO step = gradient + (10 + 1) HVPs + tries.
+    one line-search try = adaptation + forward (post); TRPO step = gradient + 10 HVPs (the CG iterations; the
+    step's curvature comes from CG's residual) + tries.
     """
     c = _layer_flops((size.obs_dim, *size.hidden_sizes, size.act_dim))
     head, rest = c[0], sum(c[1:])
@@ -130,7 +131,7 @@ def kernel_flops(size: Size, what: str, first_order: bool = False, tries: int = 
     hvp = n * (fisher if first_order else 2 * inner + fisher)
     gradient = n * (2 * (forward + backward) + (0 if first_order else inner))
     line_search = n * (forward + backward + forward)
-    flops = {"meta_gradient": gradient, "kl_hvp": hvp, "trpo_step": gradient + 11 * hvp + tries * line_search}
+    flops = {"meta_gradient": gradient, "kl_hvp": hvp, "trpo_step": gradient + 10 * hvp + tries * line_search}
     return float(flops[what])
 
 
