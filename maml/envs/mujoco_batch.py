@@ -21,8 +21,8 @@ Design notes, from checks on the 2-core CPU (each a few runs on a noisy machine)
   semaphores; a ``ThreadPoolExecutor`` and its futures cost ~20 % of the speed.
 - A thread steps its slice with the C loop of :mod:`maml.envs.native_step` when it can be built (the same
   MuJoCo calls, one GIL release per slice); else with the Python loop, which re-takes the GIL after every
-  ``mj_step``. HalfCheetahDir, 800 simulations, 2 threads: 36k env-steps/s in Python, see
-  ``results/bench/README.md`` for the C loop.
+  ``mj_step``. HalfCheetahDir, 800 simulations, 2 threads, ``step`` alone: 40k env-steps/s with the
+  Python loop, 61k with the C loop (the sampler's numbers: ``results/bench/README.md``).
 """
 
 from __future__ import annotations
