@@ -149,6 +149,18 @@ def test_native_loop_equals_python_loop(threads):
     np.testing.assert_array_equal(native[1], python[1])
 
 
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+def test_native_loop_builds_from_an_empty_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("MAML_BENCH_CACHE", str(tmp_path))
+    native_step.load.cache_clear()
+    try:
+        assert native_step.load() is not None
+        assert [p.parent for p in tmp_path.rglob("*.so")] == [tmp_path / "native"]
+        assert not [p for p in (tmp_path / "native").iterdir() if p.name.startswith(".build-")]
+    finally:
+        native_step.load.cache_clear()
+
+
 def test_native_loop_falls_back_with_a_warning(monkeypatch, tmp_path):
     monkeypatch.setenv("MAML_BENCH_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
