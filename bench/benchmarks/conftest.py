@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -81,6 +82,18 @@ def problem(size: Size, device: str) -> tuple[Params, MetaBatch]:
         batch = make_meta_batch(theta, size.spec, torch.Generator().manual_seed(1))
         _CACHE[key] = ({n: p.to(device) for n, p in theta.items()}, batch.to(device))
     return _CACHE[key]
+
+
+def steps_per_second(
+    seconds: dict[str, list[float]], steps: int, rounds: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Env-steps per second of each sampler's last ``rounds`` rounds: ``(best round, median round)``.
+
+    The best round is the headline: on a shared machine other work only ever adds time. Medians for
+    reference."""
+    best = {name: steps / min(s[-rounds:]) for name, s in seconds.items()}
+    median = {name: steps / statistics.median(s[-rounds:]) for name, s in seconds.items()}
+    return best, median
 
 
 def synchronize(device: str) -> None:

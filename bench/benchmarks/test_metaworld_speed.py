@@ -18,7 +18,6 @@ tanh, garage's Meta-World examples). Run with
 from __future__ import annotations
 
 import os
-import statistics
 import time
 
 import gymnasium
@@ -30,6 +29,8 @@ from maml import policy
 from maml.envs.metaworld_pool import MetaWorldPool, default_num_workers
 from maml.envs.metaworld_tasks import load_task_set, sample_train_tasks
 from maml.wave_sampler import sample_in_waves
+
+from .conftest import steps_per_second
 
 NUM_TASKS = 20
 """garage's ML10 meta_batch_size (2 goals × 10 classes); gymnasium's ML10-train needs a multiple of 10."""
@@ -103,9 +104,7 @@ def test_metaworld_ml10_sampler_speed(benchmark, ml10_batch, in_process_worker):
         pool.close()
     if benchmark.disabled:
         return
-    # Best round of each: on a shared machine other work only ever adds time. Medians for reference.
-    best = {name: steps / min(s[-ROUNDS:]) for name, s in seconds.items()}
-    median = {name: steps / statistics.median(s[-ROUNDS:]) for name, s in seconds.items()}
+    best, median = steps_per_second(seconds, steps, ROUNDS)
     benchmark.extra_info.update(
         {
             "num_envs": NUM_TASKS,

@@ -12,7 +12,6 @@ benchmark's ``extra_info``. Goals on a 2-core CPU: ≥ 3× gymnasium, ≥ 60 % o
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import gymnasium
@@ -26,6 +25,8 @@ from maml import policy
 from maml.envs import HalfCheetahDirBatch, sample_directions
 from maml.envs.half_cheetah_dir import load_model, make_rng, reset_state
 from maml.sampler import ENV_STREAM, episode_seed, sample_episodes
+
+from .conftest import steps_per_second
 
 NUM_TASKS = 20
 """garage's meta_batch_size for HalfCheetahDir."""
@@ -141,9 +142,7 @@ def test_sampler_speed(benchmark, episodes_per_task, rounds):
         venv.close()
     if benchmark.disabled:
         return
-    # Best round of each: on a shared machine other work only ever adds time. Medians for reference.
-    best = {name: steps / min(s[-rounds:]) for name, s in seconds.items()}
-    median = {name: steps / statistics.median(s[-rounds:]) for name, s in seconds.items()}
+    best, median = steps_per_second(seconds, steps, rounds)
     benchmark.extra_info.update(
         {
             "num_envs": num_envs,
