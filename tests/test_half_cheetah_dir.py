@@ -150,13 +150,21 @@ def test_native_loop_equals_python_loop(threads):
 
 
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
-def test_native_loop_builds_from_an_empty_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("MAML_BENCH_CACHE", str(tmp_path))
-    native_step.load.cache_clear()
+def test_native_loop_builds_from_an_empty_cache_and_rebuilds_a_damaged_one(monkeypatch, tmp_path):
     try:
+        monkeypatch.setenv("MAML_BENCH_CACHE", str(tmp_path / "empty"))
+        native_step.load.cache_clear()
         assert native_step.load() is not None
-        assert [p.parent for p in tmp_path.rglob("*.so")] == [tmp_path / "native"]
-        assert not [p for p in (tmp_path / "native").iterdir() if p.name.startswith(".build-")]
+        assert [p.parent for p in tmp_path.rglob("*.so")] == [tmp_path / "empty" / "native"]
+        assert not [p for p in (tmp_path / "empty" / "native").iterdir() if p.name.startswith(".build-")]
+
+        monkeypatch.setenv("MAML_BENCH_CACHE", str(tmp_path / "damaged"))
+        damaged = native_step.library_path()
+        damaged.parent.mkdir(parents=True)
+        damaged.write_bytes(b"not a shared library")  # e.g. left by a full disk
+        native_step.load.cache_clear()
+        assert native_step.load() is not None  # rebuilt, no fallback
+        assert damaged.read_bytes()[:4] == b"\x7fELF"
     finally:
         native_step.load.cache_clear()
 

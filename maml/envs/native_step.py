@@ -125,7 +125,11 @@ def load() -> NativeStep | None:
         target = library_path()
         if not target.is_file():
             build(target)
-        library = ctypes.CDLL(str(target))
+        try:
+            library = ctypes.CDLL(str(target))
+        except OSError:  # a damaged cache entry (e.g. a full disk): build it again, once
+            build(target)
+            library = ctypes.CDLL(str(target))
         built_for = library.maml_bench_native_abi()
         if built_for != mujoco.mj_version():
             raise OSError(f"built against MuJoCo {built_for}, running {mujoco.mj_version()}")
