@@ -2,17 +2,23 @@
 
 garage's MAMLPPO/MAMLVPG call ``Adam.step(closure)`` with a closure that re-adapts every task and overwrites
 ``.grad`` with inner-loss gradients, so the step follows the last task's pre-adaptation gradient, never the
-meta-gradient (its bug 2). Here each epoch computes the meta-objective, back-propagates it through the
-adaptation into θ's ``.grad``, and only then steps.
+meta-gradient (its bug 2). Here each epoch computes the meta-gradient through the adaptation into θ's
+``.grad``, and only then steps.
+
+The meta-gradient comes from the explicit batched passes of :mod:`maml.gauss_newton` (one inner step, or
+first order: the surrogate's own derivative is still autograd's, on the post-update means) and the loss, KL
+and entropy statistics from its value-only passes; other adaptations back-propagate the meta-objective
+through autograd's graph (``explicit_passes=False`` forces that path).
 """
 
 from __future__ import annotations
 
 import torch
 
-from maml import meta
+from maml import gauss_newton, meta
 from maml.config import AdamConfig, MAMLConfig
 from maml.meta import MetaBatch, Surrogate
+from maml.mlp_passes import Buffers, Layout
 from maml.policy import Params
 
 
@@ -32,6 +38,14 @@ def _loss_kl_entropy(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig, surr
         )
 
 
+def _set_meta_gradient(theta: Params, batch: MetaBatch, maml_cfg: MAMLConfig, surrogate: Surrogate) -> None:
+    """θ's ``.grad`` ← ∇_θ of the meta-objective, by the explicit passes."""
+    flat, _ = gauss_newton.meta_gradient(theta, batch, surrogate, maml_cfg.inner_lr, maml_cfg.first_order)
+    grads = Layout.of(theta).to_params(flat)
+    for name, p in theta.items():
+        p.grad = grads[name].reshape(p.shape).clone()
+
+
 def adam_outer_step(
     theta: Params,
     optimizer: torch.optim.Optimizer,
@@ -39,18 +53,31 @@ def adam_outer_step(
     maml_cfg: MAMLConfig,
     surrogate: Surrogate,
     epochs: int = 1,
+    explicit_passes: bool = True,
 ) -> dict[str, float]:
     """``epochs`` optimizer steps along the meta-gradient of ``surrogate``; updates θ in place.
 
     θ are the leaf tensors the optimizer holds. Returns garage's statistics for the meta-update.
     """
-    loss_before, kl_before, _ = _loss_kl_entropy(theta, batch, maml_cfg, surrogate)
+    explicit = explicit_passes and gauss_newton.supports(len(batch.pre), maml_cfg.first_order)
+    scratch = Buffers()
+
+    def statistics() -> tuple[float, float, float]:
+        if not explicit:
+            return _loss_kl_entropy(theta, batch, maml_cfg, surrogate)
+        detached = {name: p.detach() for name, p in theta.items()}
+        return gauss_newton.evaluate(detached, batch, surrogate, maml_cfg.inner_lr, scratch)
+
+    loss_before, kl_before, _ = statistics()
     for _ in range(epochs):
         optimizer.zero_grad(set_to_none=True)
-        loss, _adapted = meta.meta_objective(theta, batch, surrogate, maml_cfg.inner_lr, maml_cfg.first_order)
-        loss.backward()
+        if explicit:
+            _set_meta_gradient(theta, batch, maml_cfg, surrogate)
+        else:
+            loss, _ = meta.meta_objective(theta, batch, surrogate, maml_cfg.inner_lr, maml_cfg.first_order)
+            loss.backward()
         optimizer.step()
-    loss_after, kl_after, entropy = _loss_kl_entropy(theta, batch, maml_cfg, surrogate)
+    loss_after, kl_after, entropy = statistics()
     return {
         "LossBefore": loss_before,
         "LossAfter": loss_after,

@@ -98,6 +98,28 @@ def test_adam_outer_steps_follow_the_meta_gradient(name):
     assert stats["LossAfter"] < stats["LossBefore"]
 
 
+@pytest.mark.parametrize("name", ["ppo", "vpg"])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_adam_outer_step_explicit_passes_equal_autograd(name, first_order):
+    """The default path (explicit passes) and autograd's back-propagation through the adaptation take the
+    same Adam steps and report the same statistics."""
+    theta, batch = build(SPEC, seed=9, dtype=torch.float64)
+    surrogate = ppo.clipped_surrogate(0.2) if name == "ppo" else vpg.surrogate
+    maml_cfg = replace(MAML, first_order=first_order)
+    results = []
+    for explicit in (True, False):
+        leaf = meta.requires_grad(theta)
+        optimizer = make_optimizer(leaf, AdamConfig(outer_lr=1e-2))
+        stats = adam_outer_step(
+            leaf, optimizer, batch, maml_cfg, surrogate, epochs=3, explicit_passes=explicit
+        )
+        results.append((meta.flatten([p.detach() for p in leaf.values()]), stats))
+    (fast, fast_stats), (reference, reference_stats) = results
+    torch.testing.assert_close(fast, reference, rtol=1e-9, atol=1e-11)
+    for key, value in reference_stats.items():
+        assert fast_stats[key] == pytest.approx(value, rel=1e-8, abs=1e-11), key
+
+
 def test_ppo_several_epochs_keep_improving():
     theta, batch = build(SPEC, seed=6, dtype=torch.float32)
     losses = []
