@@ -14,8 +14,9 @@ worker at least 90 % as busy as the busiest (ML1 on 2 workers: push on both; ML1
 on both workers, 5 slots per worker rather than 3 and 2). Then, since every wave step pays a fixed cost
 (the policy call, the messages, the slowest worker), ``s`` grows to the most episodes one group has (at
 most ``W``, and at most :data:`MAX_INSTANCES_PER_WORKER` groups per worker) so that fewer, fuller waves run:
-ML10's meta-batch of 20 (2 goals per class) runs as one wave of 20 on 2 workers, not two waves of 10 (ML10
-sampler on 2 cores: 1.5× → see results/bench/README.md). Slots are placed so that each worker's sum of step
+ML10's meta-batch of 20 (2 goals per class) runs as one wave of 20 on 2 workers, not two waves of 10 (with
+worker 0 in process, the ML10 sampler went from 1.4× to 2.2× gymnasium's vector env on 2 cores;
+results/bench/README.md). Slots are placed so that each worker's sum of step
 costs (Meta-World classes differ by 3×) is as even as a greedy placement makes it.
 
 Seeding and float results do not depend on the waves: episode ``e`` of the task keyed ``k`` takes its reset
