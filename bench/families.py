@@ -92,7 +92,8 @@ class MetaWorldFamily:
     epochs (``evaluate_every_n_epochs`` and ``test_tasks`` are config fields).
 
     :meth:`make_env` returns one :class:`~maml.envs.metaworld_pool.MetaWorldPool` shared by every caller
-    (train and test sampling), with ``num_threads`` workers (worker 0 in this process, the others spawned); :meth:`close` stops it.
+    (train and test sampling), with ``num_threads`` workers (worker 0 in this process, the others spawned);
+    :meth:`close` stops it.
     """
 
     observation_dim = 39
