@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
-from maml import mlp_passes, policy
+from maml import cuda_graphs, mlp_passes, policy
 from maml.meta import MetaBatch, Surrogate
 from maml.mlp_passes import Activations, Buffers, Layout
 from maml.policy import Params
@@ -379,6 +379,23 @@ def meta_gradient_tensors(
             gradient += outer.sum(0) if inner is None else adaptation_vjp_sum(inner, outer, part, scratch)
         loss += chunk_loss.detach()
     return gradient, loss
+
+
+def captured_meta_gradient(
+    theta: Params, batch: MetaBatch, surrogate: Surrogate, inner_lr: float, first_order: bool = False
+) -> cuda_graphs.CapturedFunction:
+    """:func:`meta_gradient_tensors` as a function of a flat θ ``[P]`` (canonical order), replayed from a
+    CUDA graph: ``captured(flat_theta) → (gradient [P], loss)``, the graph's static outputs.
+
+    ``theta`` (on a CUDA device) gives the shapes; the graph reads ``batch``'s tensors where they are, so new
+    samples must be copied into them. Capture costs a few eager calls: worth it for repeated calls.
+    """
+    layout = Layout.of(theta)
+
+    def from_flat(flat: Tensor) -> tuple[Tensor, Tensor]:
+        return meta_gradient_tensors(layout.to_params(flat), batch, surrogate, inner_lr, first_order)
+
+    return cuda_graphs.CapturedFunction(from_flat, layout.flatten({n: p.detach() for n, p in theta.items()}))
 
 
 def linearize(

@@ -93,15 +93,9 @@ def test_meta_gradient(benchmark, size: Size, device: str) -> None:
 
     ours, references = eager, {}
     if device == "cuda":  # the same passes replayed from a CUDA graph (θ copied in; the batch stays put)
-        layout = mlp_passes.Layout.of(theta)
-
-        def from_flat(flat: torch.Tensor):
-            params = layout.to_params(flat)
-            return gauss_newton.meta_gradient_tensors(params, batch, trpo.surrogate, INNER_LR)[0]
-
-        flat_theta = layout.flatten(theta)
-        graphed = cuda_graphs.CapturedFunction(from_flat, flat_theta)
-        ours, references = (lambda: graphed(flat_theta)), {"eager": (eager, size.rounds)}
+        graphed = gauss_newton.captured_meta_gradient(theta, batch, trpo.surrogate, INNER_LR)
+        flat_theta = mlp_passes.Layout.of(theta).flatten(theta)
+        ours, references = (lambda: graphed(flat_theta)[0]), {"eager": (eager, size.rounds)}
 
     def loop():
         return _flat(oracle.meta_gradient(theta, batch, trpo.surrogate, INNER_LR))
