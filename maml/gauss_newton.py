@@ -37,6 +37,7 @@ from torch import Tensor
 from maml import cuda_graphs, mlp_passes, policy
 from maml.meta import MetaBatch, Surrogate
 from maml.mlp_passes import Activations, Buffers, Layout
+from maml.native import mlp_kernels
 from maml.policy import Params
 from maml.samples import Episodes, masked_mean
 
@@ -82,6 +83,18 @@ def _write_log_std(layout: Layout, out: Tensor, per_task: Tensor) -> None:
         target.copy_(per_task)
 
 
+def fused_kernels(device: torch.device, fused: bool | None = None) -> mlp_kernels.MlpKernels | None:
+    """The fused C kernels (:mod:`maml.native.mlp_kernels`) for tensors on ``device``, or ``None`` for the
+    torch passes. ``fused=None`` uses them on CPU where they build; ``True`` insists (an error if they are
+    unavailable or the device is not a CPU); ``False`` never uses them."""
+    if fused is False:
+        return None
+    kernels = mlp_kernels.load() if device.type == "cpu" else None
+    if fused and kernels is None:
+        raise RuntimeError(f"the fused kernels run on CPU tensors only and must build (device {device})")
+    return kernels
+
+
 @dataclass(frozen=True)
 class InnerCurvature:
     """What ``H_i v`` needs: the inner losses ``L_i(θ) = −Σ_t w_t log π_θ(a_t|s_t)``, ``w = A·mask/n_i``.
@@ -107,6 +120,17 @@ class InnerCurvature:
     """``Σ_t 2 c r² [T, act]``."""
     inner_lr: float
     """α."""
+
+    def side(self) -> mlp_kernels.Side:
+        """These constants as the fused kernels' inner side."""
+        return mlp_kernels.Side(
+            self.theta,
+            self.acts.inputs,
+            self.mean_curvature,
+            self.log_std_curvature,
+            deltas=self.deltas,
+            cross=self.cross_curvature,
+        )
 
     def tasks(self, start: int, stop: int) -> InnerCurvature:
         """The constants of tasks ``start .. stop − 1`` (views)."""
@@ -203,9 +227,28 @@ def adaptation_jvp(curv: InnerCurvature, vector: Tensor, out: Tensor, buffers: B
     return torch.add(vector, out, alpha=-curv.inner_lr, out=out)
 
 
-def adaptation_vjp_sum(curv: InnerCurvature, vectors: Tensor, out: Tensor, buffers: Buffers) -> Tensor:
-    """``Σ_i J_iᵀ g_i = Σ_i (g_i − α H_i g_i)`` for per-task ``g [T, P]``, into ``out [P]``."""
-    hessian_part = inner_hvp(curv, vectors, buffers.take("vjp_sum", out.shape, out), buffers)
+def adaptation_vjp_sum(
+    curv: InnerCurvature,
+    vectors: Tensor,
+    out: Tensor,
+    buffers: Buffers,
+    kernels: mlp_kernels.MlpKernels | None = None,
+) -> Tensor:
+    """``Σ_i J_iᵀ g_i = Σ_i (g_i − α H_i g_i)`` for per-task ``g [T, P]``, into ``out [P]`` (``H_i g_i`` by
+    the fused ``kernels`` when given)."""
+    if kernels is None:
+        hessian_part = inner_hvp(curv, vectors, buffers.take("vjp_sum", out.shape, out), buffers)
+    else:
+        per_task = buffers.take("vjp_sum_fused", vectors.shape, vectors)
+        hessian_part = kernels.run(
+            mlp_kernels.OP_INNER_HVP,
+            curv.layout.widths,
+            curv.side(),
+            None,
+            vectors,
+            per_task,
+            total=buffers.take("vjp_sum", out.shape, out),
+        )
     return torch.sum(vectors, 0, out=out).add_(hessian_part, alpha=-curv.inner_lr)
 
 
@@ -222,6 +265,10 @@ class PostFisher:
     """``mask / (n_i T) · e^{−2s'_i}  [T, M, act]``: ``∂²/∂μ²`` of the task-averaged masked-mean KL."""
     log_std_weight: Tensor
     """``2 ρ_i / T  [T, 1]`` with ``ρ_i = Σ mask / max(Σ mask, 1)``: ``∂²/∂s'²`` of the same."""
+
+    def side(self) -> mlp_kernels.Side:
+        """These constants as the fused kernels' Fisher side."""
+        return mlp_kernels.Side(self.adapted, self.acts.inputs, self.mean_weight, self.log_std_weight)
 
     def tasks(self, start: int, stop: int) -> PostFisher:
         """The constants of tasks ``start .. stop − 1`` (views)."""
@@ -248,6 +295,31 @@ def fisher_vector(fisher: PostFisher, tangent: Tensor, out: Tensor, buffers: Buf
 
 
 @dataclass(frozen=True)
+class FusedProduct:
+    """``v ↦ 1/T Σ_i J_i F_i J_i v`` by the fused C kernels, over every task at once."""
+
+    kernels: mlp_kernels.MlpKernels
+    layout: Layout
+    inner: mlp_kernels.Side | None
+    """``None``: first order, ``J_i = I``."""
+    fisher: mlp_kernels.Side
+    inner_lr: float
+
+    def __call__(self, vector: Tensor, buffers: Buffers) -> Tensor:
+        per_task = buffers.take("kl_hvp_fused", (self.fisher.num_tasks, vector.shape[0]), vector)
+        return self.kernels.run(
+            mlp_kernels.OP_KL_HVP,
+            self.layout.widths,
+            self.inner,
+            self.fisher,
+            vector,
+            per_task,
+            self.inner_lr,
+            total=torch.empty_like(vector),
+        )
+
+
+@dataclass(frozen=True)
 class Linearization:
     """Everything a TRPO outer step needs at the current θ, computed once by :func:`linearize`."""
 
@@ -264,9 +336,13 @@ class Linearization:
     """Mean entropy of the adapted policies."""
     gradient: Tensor
     """∇_θ J(θ), flat ``[P]`` (canonical order)."""
+    fused: FusedProduct | None = None
+    """The same product by the fused C kernels (CPU), used instead of the chunks when present."""
 
     def kl_hvp(self, vector: Tensor) -> Tensor:
         """``∇²f(θ) v = 1/T Σ_i J_i F_i J_i v`` for a flat ``v [P]`` (the exact Hessian at θ)."""
+        if self.fused is not None:
+            return self.fused(vector, self.buffers)
         total = torch.zeros_like(vector)
         part = self.buffers.take("kl_hvp_part", vector.shape, vector)
         for inner, fisher in self.chunks:
@@ -329,13 +405,15 @@ def meta_gradient(
     inner_lr: float,
     first_order: bool = False,
     task_chunk: int | None = None,
+    fused: bool | None = None,
 ) -> tuple[Tensor, float]:
     """``(∇_θ J(θ), J(θ))`` alone, chunk by chunk of tasks with memory reused across chunks.
 
     The same passes as :func:`linearize` (adapt, forward and backward over the post-update samples,
     ``Σ_i J_i g_i``), but nothing is kept for later products. The gradient is flat ``[P]``, canonical order.
+    ``fused``: see :func:`fused_kernels` (they compute ``Σ_i J_i g_i``'s Hessian products).
     """
-    gradient, loss = meta_gradient_tensors(theta, batch, surrogate, inner_lr, first_order, task_chunk)
+    gradient, loss = meta_gradient_tensors(theta, batch, surrogate, inner_lr, first_order, task_chunk, fused)
     return gradient, loss.item()
 
 
@@ -346,6 +424,7 @@ def meta_gradient_tensors(
     inner_lr: float,
     first_order: bool = False,
     task_chunk: int | None = None,
+    fused: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`meta_gradient` with the loss as a 0-d tensor: no host synchronisation, so that the whole
     computation can be captured in a CUDA graph (:mod:`maml.cuda_graphs`)."""
@@ -353,6 +432,7 @@ def meta_gradient_tensors(
         raise ValueError("the explicit passes support one inner step (or first order); use double backward")
     layout = Layout.of(theta)
     flat_theta = layout.flatten({name: p.detach() for name, p in theta.items()})
+    kernels = fused_kernels(flat_theta.device, fused)
     num_tasks = batch.post.num_tasks
     chunk = task_chunk or default_task_chunk(batch, max(layout.widths[1:]))
     store, scratch = Buffers(), Buffers()
@@ -376,7 +456,10 @@ def meta_gradient_tensors(
             outer = scratch.take("meta_gradient_outer", adapted.shape, adapted)
             mlp_passes.backward(layout, acts, adapted, grad_mean, outer, scratch, scratch)
             layout.log_std(outer).copy_(grad_log_std)
-            gradient += outer.sum(0) if inner is None else adaptation_vjp_sum(inner, outer, part, scratch)
+            if inner is None:
+                gradient += outer.sum(0)
+            else:
+                gradient += adaptation_vjp_sum(inner, outer, part, scratch, kernels)
         loss += chunk_loss.detach()
     return gradient, loss
 
@@ -405,16 +488,20 @@ def linearize(
     inner_lr: float,
     first_order: bool = False,
     task_chunk: int | None = None,
+    fused: bool | None = None,
 ) -> Linearization:
     """Adapt, evaluate and differentiate at θ once, keeping the constants of every Hessian-vector product.
 
-    ``task_chunk`` tasks go through each product's passes together (default :func:`default_task_chunk`).
+    ``task_chunk`` tasks go through each product's torch passes together (default
+    :func:`default_task_chunk`). ``fused``: whether the products run as the fused C kernels, which take all
+    tasks at once (:func:`fused_kernels`; by default on CPU where they build).
     """
     if not supports(len(batch.pre), first_order):
         raise ValueError("the explicit passes support one inner step (or first order); use double backward")
     layout = Layout.of(theta)
     flat_theta = layout.flatten({name: p.detach() for name, p in theta.items()})
     post, num_tasks = batch.post, batch.post.num_tasks
+    kernels = fused_kernels(flat_theta.device, fused)
     buffers = Buffers()
     with torch.no_grad():
         adapted, inner = _adapt(layout, flat_theta, batch.pre, inner_lr, not first_order, buffers)
@@ -446,11 +533,18 @@ def linearize(
         layout.log_std(outer).copy_(grad_log_std)
         if inner is None:
             gradient = outer.sum(0)
+        elif kernels is not None:
+            gradient = adaptation_vjp_sum(inner, outer, torch.empty_like(flat_theta), buffers, kernels)
         else:
             gradient = torch.zeros_like(flat_theta)
             part = torch.empty_like(flat_theta)
             for (chunk_inner, _), (start, stop) in zip(chunks, bounds, strict=True):
                 gradient += adaptation_vjp_sum(chunk_inner, outer[start:stop], part, buffers)
+        product = None
+        if kernels is not None:
+            product = FusedProduct(
+                kernels, layout, None if inner is None else inner.side(), fisher.side(), inner_lr
+            )
         return Linearization(
             layout=layout,
             chunks=chunks,
@@ -459,6 +553,7 @@ def linearize(
             kl=_kl_value(post, acts.mean, adapted_log_std).item(),
             entropy=policy.entropy(adapted_log_std).mean().item(),
             gradient=gradient,
+            fused=product,
         )
 
 

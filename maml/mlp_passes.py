@@ -45,12 +45,24 @@ class Buffers:
 
     def take(self, name: str, shape: Sequence[int], like: Tensor) -> Tensor:
         """An uninitialised ``shape`` tensor with ``like``'s dtype and device, the same memory every call."""
+        return self._take(name, shape, like)[0]
+
+    def take_with_ones(self, name: str, shape: Sequence[int], like: Tensor) -> Tensor:
+        """:meth:`take` whose last column is ones: filled when the tensor is allocated, then kept, so the
+        users of such a buffer must write its first columns only (a strided fill costs as much as a GEMM)."""
+        tensor, fresh = self._take(name, shape, like)
+        if fresh:
+            tensor[..., -1].fill_(1.0)
+        return tensor
+
+    def _take(self, name: str, shape: Sequence[int], like: Tensor) -> tuple[Tensor, bool]:
         key = (name, tuple(shape))
         tensor = self._tensors.get(key)
         if tensor is None or tensor.dtype != like.dtype or tensor.device != like.device:
             tensor = torch.empty(key[1], dtype=like.dtype, device=like.device)
             self._tensors[key] = tensor
-        return tensor
+            return tensor, True
+        return tensor, False
 
 
 @dataclass(frozen=True)
@@ -146,15 +158,17 @@ def _batched(matrix: Tensor, num_tasks: int) -> Tensor:
 
 def with_ones(x: Tensor, name: str, buffers: Buffers | None = None) -> Tensor:
     """``[x, 1]``: ``x [T, M, n]`` with a column of ones appended, ``[T, M, n + 1]``."""
-    out = take(buffers, name, (*x.shape[:-1], x.shape[-1] + 1), x)
+    out = _ones_input(x.shape, name, x, buffers)
     out[..., :-1].copy_(x)
-    out[..., -1].fill_(1.0)
     return out
 
 
 def _ones_input(shape: Sequence[int], name: str, like: Tensor, buffers: Buffers | None) -> Tensor:
     """An uninitialised ``[T, M, n + 1]`` input whose last column is ones (the first ``n`` get written)."""
-    out = take(buffers, name, (*shape[:-1], shape[-1] + 1), like)
+    full = (*shape[:-1], shape[-1] + 1)
+    if buffers is not None:
+        return buffers.take_with_ones(name, full, like)
+    out = torch.empty(full, dtype=like.dtype, device=like.device)
     out[..., -1].fill_(1.0)
     return out
 

@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
-import shutil
 import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 
 import mujoco
 import numpy as np
 
-from maml.cache import cache_dir
+from maml import native_build
 
 SOURCE = Path(__file__).with_name("native_step.c")
 SWITCH_ENV_VAR = "MAML_BENCH_NATIVE"
@@ -95,25 +92,24 @@ def _mujoco_files() -> tuple[Path, Path]:
 def library_path() -> Path:
     """Where the compiled loop for this source, MuJoCo version and library lives in the cache."""
     _, library = _mujoco_files()
-    key = hashlib.sha256(SOURCE.read_bytes() + f"{mujoco.__version__}|{library}".encode()).hexdigest()[:16]
-    return cache_dir() / "native" / f"native_step-mujoco{mujoco.__version__}-{key}.so"
+    return native_build.library_path(
+        f"native_step-mujoco{mujoco.__version__}", [SOURCE], _flags(), f"{mujoco.__version__}|{library}"
+    )
+
+
+def _flags() -> list[str]:
+    include, _ = _mujoco_files()
+    return ["-O2", f"-I{include}"]
+
+
+def _libraries() -> list[str]:
+    _, library = _mujoco_files()
+    return [str(library), f"-Wl,-rpath,{library.parent}"]
 
 
 def build(target: Path) -> None:
     """Compile :data:`SOURCE` into ``target`` (written atomically: a half-built library is never loaded)."""
-    include, library = _mujoco_files()
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise OSError("no C compiler found ($CC, cc or gcc)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
-        built = Path(tmp) / target.name
-        command = [compiler, "-O2", "-shared", "-fPIC", f"-I{include}", str(SOURCE), "-o", str(built)]
-        command += [str(library), f"-Wl,-rpath,{library.parent}"]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-        if result.returncode != 0:
-            raise OSError(f"{' '.join(command)} failed:\n{result.stderr.strip()}")
-        os.replace(built, target)
+    native_build.build(target, SOURCE, _flags(), _libraries())
 
 
 @functools.cache
@@ -122,14 +118,7 @@ def load() -> NativeStep | None:
     if os.environ.get(SWITCH_ENV_VAR, "1") == "0":
         return None
     try:
-        target = library_path()
-        if not target.is_file():
-            build(target)
-        try:
-            library = ctypes.CDLL(str(target))
-        except OSError:  # a damaged cache entry (e.g. a full disk): build it again, once
-            build(target)
-            library = ctypes.CDLL(str(target))
+        library = native_build.build_and_load(library_path(), SOURCE, _flags(), _libraries())
         built_for = library.maml_bench_native_abi()
         if built_for != mujoco.mj_version():
             raise OSError(f"built against MuJoCo {built_for}, running {mujoco.mj_version()}")

@@ -1,0 +1,379 @@
+/* The body of mlp_kernels.c for one floating-point type: included once per type with
+ *   REAL (float or double), NAME(x) (x with the type's suffix).
+ * See mlp_kernels.c for what is computed and how. */
+
+typedef REAL NAME(vec) __attribute__((vector_size(VBYTES)));
+typedef REAL NAME(uvec) __attribute__((vector_size(VBYTES), aligned(sizeof(REAL)))); /* unaligned */
+#define VLEN ((int)(VBYTES / sizeof(REAL)))
+
+/* Micro-kernel: C[i][0 : NB·VLEN] (+)= Σ_p a(i, p) · B[p][0 : NB·VLEN] for i < MR, with
+ * a(i, p) = a[i·ai + p·ap] (so A may be read transposed), B rows ldb apart, C rows ldc apart.
+ * MR × NB accumulators stay in registers. */
+#define KERNEL(MR, NB)                                                                                  \
+  static void NAME(kernel_##MR##_##NB)(long K, const REAL *a, long ai, long ap, const REAL *b, long ldb, \
+                                       REAL *c, long ldc, int accumulate) {                             \
+    NAME(vec) acc[MR][NB];                                                                              \
+    _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                                \
+    _Pragma("GCC unroll 8") for (int j = 0; j < NB; j++)                                                \
+      acc[i][j] = accumulate ? *(const NAME(uvec) *)(c + i * ldc + j * VLEN) : (NAME(vec)){0};          \
+    for (long p = 0; p < K; p++) {                                                                      \
+      NAME(vec) bv[NB];                                                                                 \
+      _Pragma("GCC unroll 8") for (int j = 0; j < NB; j++) bv[j] = *(const NAME(uvec) *)(b + p * ldb + j * VLEN); \
+      _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) {                                            \
+        const REAL av = a[i * ai + p * ap]; /* a scalar operand: broadcast from memory */                \
+        _Pragma("GCC unroll 8") for (int j = 0; j < NB; j++) acc[i][j] += av * bv[j];                   \
+      }                                                                                                 \
+    }                                                                                                   \
+    _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                                                \
+    _Pragma("GCC unroll 8") for (int j = 0; j < NB; j++)                                                \
+      *(NAME(uvec) *)(c + i * ldc + j * VLEN) = acc[i][j];                                              \
+  }
+#define KERNEL_ROW(MR) KERNEL(MR, 1) KERNEL(MR, 2) KERNEL(MR, 3) KERNEL(MR, 4)
+KERNEL_ROW(1) KERNEL_ROW(2) KERNEL_ROW(3) KERNEL_ROW(4) KERNEL_ROW(5) KERNEL_ROW(6)
+#undef KERNEL_ROW
+#undef KERNEL
+
+#define CASE(MR, NB) \
+  case MR * 8 + NB: NAME(kernel_##MR##_##NB)(K, a, ai, ap, b, ldb, c, ldc, accumulate); break;
+#define CASE_ROW(MR) CASE(MR, 1) CASE(MR, 2) CASE(MR, 3) CASE(MR, 4)
+static void NAME(kernel)(int mr, int nb, long K, const REAL *a, long ai, long ap, const REAL *b, long ldb,
+                         REAL *c, long ldc, int accumulate) {
+  switch (mr * 8 + nb) { CASE_ROW(1) CASE_ROW(2) CASE_ROW(3) CASE_ROW(4) CASE_ROW(5) CASE_ROW(6) }
+}
+#undef CASE_ROW
+#undef CASE
+
+/* C [M, N] (+)= A [M, K] · B [K, N] with A's element (i, p) at a[i·ai + p·ap]; N a multiple of VLEN. */
+static void NAME(gemm)(long M, long N, long K, const REAL *a, long ai, long ap, const REAL *b, long ldb,
+                       REAL *c, long ldc, int accumulate) {
+  long vectors = N / VLEN;
+  for (long j = 0; j < vectors; j += MAX_NB) {
+    int nb = (int)(vectors - j < MAX_NB ? vectors - j : MAX_NB);
+    for (long i = 0; i < M; i += MAX_MR) {
+      int mr = (int)(M - i < MAX_MR ? M - i : MAX_MR);
+      NAME(kernel)(mr, nb, K, a + i * ai, ai, ap, b + j * VLEN, ldb, c + i * ldc + j * VLEN, ldc, accumulate);
+    }
+  }
+}
+
+/* One layer's parameters in padded form: A = [W; b] as [in + 1, pad(out)] (for X·A and R{x}·W) and,
+ * for the layers past the first, Wᵀ as [out, pad(in)] (for δ·Wᵀ). Pad columns are zero. */
+typedef struct {
+  REAL *layer[MAX_LAYERS];
+  REAL *transposed[MAX_LAYERS];
+} NAME(Padded);
+
+/* Scratch of one thread: padded parameters, per-layer gradient blocks and the tile's intermediates. */
+typedef struct {
+  NAME(Padded) theta, tangent;
+  REAL *gradient[MAX_LAYERS]; /* [in + 1, pad(out)] */
+  REAL *r_z[MAX_LAYERS];      /* R{z_k} [TILE, pad(out_k)] */
+  REAL *r_x[MAX_LAYERS];      /* R{x_k} [TILE, pad(in_k)], k ≥ 1 */
+  REAL *r_delta, *r_delta_x;  /* [TILE, pad(max width)] */
+  REAL *delta_tile;           /* a δ tile copied to padded rows when its width is not a multiple of VLEN */
+  REAL *vec_a, *vec_b, *vec_c; /* flat [P] vectors */
+  REAL log_std[MAX_WIDTH];
+} NAME(Scratch);
+
+static long NAME(pad)(long n) { return (n + VLEN - 1) / VLEN * VLEN; }
+
+static REAL *NAME(zeros)(long count, int *failed) {
+  size_t bytes = (size_t)((count * (long)sizeof(REAL) + 63) / 64 * 64);
+  REAL *p = aligned_alloc(64, bytes ? bytes : 64);
+  if (p == NULL) *failed = 1;
+  else memset(p, 0, bytes);
+  return p;
+}
+
+static long NAME(layer_offset)(const Net *net, int k) {
+  long offset = 0;
+  for (int j = 0; j < k; j++) offset += (long)(net->widths[j] + 1) * net->widths[j + 1];
+  return offset;
+}
+
+static long NAME(num_params)(const Net *net) {
+  return NAME(layer_offset)(net, net->num_layers) + net->widths[net->num_layers];
+}
+
+static int NAME(padded_alloc)(const Net *net, NAME(Padded) *p) {
+  int failed = 0;
+  for (int k = 0; k < net->num_layers; k++) {
+    long in = net->widths[k], out = net->widths[k + 1];
+    p->layer[k] = NAME(zeros)((in + 1) * NAME(pad)(out), &failed);
+    p->transposed[k] = k > 0 ? NAME(zeros)(out * NAME(pad)(in), &failed) : NULL;
+  }
+  return failed;
+}
+
+static void NAME(padded_free)(const Net *net, NAME(Padded) *p) {
+  for (int k = 0; k < net->num_layers; k++) {
+    free(p->layer[k]);
+    free(p->transposed[k]);
+  }
+}
+
+/* Copy a flat parameter vector (canonical order w0, b0, …, log_std) into padded layers. */
+static void NAME(padded_set)(const Net *net, NAME(Padded) *p, const REAL *flat, int with_transposed) {
+  for (int k = 0; k < net->num_layers; k++) {
+    long in = net->widths[k], out = net->widths[k + 1], po = NAME(pad)(out), pi = NAME(pad)(in);
+    const REAL *src = flat + NAME(layer_offset)(net, k);
+    for (long r = 0; r <= in; r++) memcpy(p->layer[k] + r * po, src + r * out, (size_t)out * sizeof(REAL));
+    if (k > 0 && with_transposed)
+      for (long r = 0; r < in; r++)
+        for (long c = 0; c < out; c++) p->transposed[k][c * pi + r] = src[r * out + c];
+  }
+}
+
+static int NAME(scratch_alloc)(const Net *net, NAME(Scratch) *s) {
+  int failed = NAME(padded_alloc)(net, &s->theta) | NAME(padded_alloc)(net, &s->tangent);
+  long widest = 0;
+  for (int k = 0; k <= net->num_layers; k++) widest = net->widths[k] > widest ? net->widths[k] : widest;
+  for (int k = 0; k < net->num_layers; k++) {
+    long in = net->widths[k], out = net->widths[k + 1];
+    s->gradient[k] = NAME(zeros)((in + 1) * NAME(pad)(out), &failed);
+    s->r_z[k] = NAME(zeros)(TILE * NAME(pad)(out), &failed);
+    s->r_x[k] = k > 0 ? NAME(zeros)(TILE * NAME(pad)(in), &failed) : NULL;
+  }
+  s->r_delta = NAME(zeros)(TILE * NAME(pad)(widest), &failed);
+  s->r_delta_x = NAME(zeros)(TILE * NAME(pad)(widest), &failed);
+  s->delta_tile = NAME(zeros)(TILE * NAME(pad)(widest), &failed);
+  long params = NAME(num_params)(net);
+  s->vec_a = NAME(zeros)(params, &failed);
+  s->vec_b = NAME(zeros)(params, &failed);
+  s->vec_c = NAME(zeros)(params, &failed);
+  return failed;
+}
+
+static void NAME(scratch_free)(const Net *net, NAME(Scratch) *s) {
+  NAME(padded_free)(net, &s->theta);
+  NAME(padded_free)(net, &s->tangent);
+  for (int k = 0; k < net->num_layers; k++) {
+    free(s->gradient[k]);
+    free(s->r_z[k]);
+    free(s->r_x[k]);
+  }
+  free(s->r_delta);
+  free(s->r_delta_x);
+  free(s->delta_tile);
+  free(s->vec_a);
+  free(s->vec_b);
+  free(s->vec_c);
+}
+
+/* Per-layer gradient blocks → the layer views of a flat vector (the log-std slot is left alone). */
+static void NAME(gradient_store)(const Net *net, const NAME(Scratch) *s, REAL *flat) {
+  for (int k = 0; k < net->num_layers; k++) {
+    long in = net->widths[k], out = net->widths[k + 1], po = NAME(pad)(out);
+    REAL *dst = flat + NAME(layer_offset)(net, k);
+    for (long r = 0; r <= in; r++) memcpy(dst + r * out, s->gradient[k] + r * po, (size_t)out * sizeof(REAL));
+  }
+}
+
+static void NAME(gradient_zero)(const Net *net, NAME(Scratch) *s) {
+  for (int k = 0; k < net->num_layers; k++)
+    memset(s->gradient[k], 0, (size_t)((net->widths[k] + 1) * NAME(pad)(net->widths[k + 1])) * sizeof(REAL));
+}
+
+/* R-forward over one tile of `rows` samples: R{z_k} = X_k U_k + R{x_k} W_k, R{x_k} = tanh'(z_{k−1}) R{z_{k−1}}
+ * with tanh' = 1 − x_k² read from the layer input X_k. `inputs[k]` point at the tile's first row. */
+static void NAME(r_forward)(const Net *net, NAME(Scratch) *s, const REAL *const *inputs, long rows) {
+  int L = net->num_layers;
+  for (int k = 0; k < L; k++) {
+    long in = net->widths[k], out = net->widths[k + 1], po = NAME(pad)(out);
+    if (k > 0) {
+      long pi = NAME(pad)(in);
+      const REAL *prev = s->r_z[k - 1];
+      for (long i = 0; i < rows; i++) {
+        const REAL *x = inputs[k] + i * (in + 1);
+        REAL *rx = s->r_x[k] + i * pi;
+        for (long j = 0; j < in; j++) rx[j] = prev[i * pi + j] * (1 - x[j] * x[j]);
+      }
+    }
+    NAME(gemm)(rows, po, in + 1, inputs[k], in + 1, 1, s->tangent.layer[k], po, s->r_z[k], po, 0);
+    if (k > 0) NAME(gemm)(rows, po, in, s->r_x[k], NAME(pad)(in), 1, s->theta.layer[k], po, s->r_z[k], po, 1);
+  }
+}
+
+/* gradient_k += X_kᵀ · D for a tile (D [rows, pad(out)], rows `ld` apart): the weight-gradient product. */
+static void NAME(add_outer)(const Net *net, NAME(Scratch) *s, int k, const REAL *x, long x_cols, long x_rows_used,
+                            const REAL *d, long ld, long rows) {
+  long po = NAME(pad)(net->widths[k + 1]);
+  NAME(gemm)(x_rows_used, po, rows, x, 1, x_cols, d, ld, s->gradient[k], po, 1);
+}
+
+/* H_i u for one task: the inner loss's exact Hessian-vector product (R-forward, then R-backward, tile by tile).
+ * `s->theta` holds θ padded; `tangent` is the flat u; the result goes to the flat `out` (log-std included). */
+static void NAME(inner_hvp_task)(const Net *net, const Side *side, long task, NAME(Scratch) *s,
+                                 const REAL *tangent, REAL *out) {
+  int L = net->num_layers;
+  long M = side->samples, act = net->widths[L], pact = NAME(pad)(act);
+  const REAL *u_log_std = tangent + NAME(layer_offset)(net, L);
+  NAME(padded_set)(net, &s->tangent, tangent, 1);
+  NAME(gradient_zero)(net, s);
+  for (long j = 0; j < act; j++) s->log_std[j] = 0;
+  const REAL *curv = (const REAL *)side->curvature + task * M * act;
+  const REAL *cross = (const REAL *)side->cross + task * M * act;
+  for (long r0 = 0; r0 < M; r0 += TILE) {
+    long rows = M - r0 < TILE ? M - r0 : TILE;
+    const REAL *x[MAX_LAYERS], *delta[MAX_LAYERS];
+    for (int k = 0; k < L; k++) {
+      long in = net->widths[k], out = net->widths[k + 1];
+      x[k] = (const REAL *)side->inputs[k] + (task * M + r0) * (in + 1);
+      delta[k] = (const REAL *)side->deltas[k] + (task * M + r0) * out;
+    }
+    NAME(r_forward)(net, s, x, rows);
+    /* The Gaussian head: R{∂ℓ/∂μ} = c R{μ} + 2cr·u_s and R{∂ℓ/∂s} = Σ 2cr R{μ} (+ the constant part below). */
+    const REAL *r_mean = s->r_z[L - 1];
+    REAL *r_delta = s->r_delta;
+    for (long i = 0; i < rows; i++) {
+      const REAL *c = curv + (r0 + i) * act, *cr = cross + (r0 + i) * act;
+      for (long j = 0; j < act; j++) {
+        REAL m = r_mean[i * pact + j];
+        s->log_std[j] += cr[j] * m;
+        r_delta[i * pact + j] = c[j] * m + cr[j] * u_log_std[j];
+      }
+    }
+    /* R-backward: R{∂ℓ/∂A_k} = X_kᵀ R{δ_k} + [R{x_k}ᵀ δ_k; 0];
+     * R{δ_{k−1}} = (δ_k dW_kᵀ + R{δ_k} W_kᵀ) ⊙ (1 − x_k²) − 2 x_k ⊙ δ_{k−1} ⊙ R{z_{k−1}}. */
+    for (int k = L - 1; k >= 0; k--) {
+      long in = net->widths[k], out = net->widths[k + 1], po = NAME(pad)(out), pi = NAME(pad)(in);
+      NAME(add_outer)(net, s, k, x[k], in + 1, in + 1, r_delta, po, rows);
+      if (k == 0) break;
+      const REAL *d = delta[k];
+      long ld = out;
+      if (out % VLEN != 0) {
+        for (long i = 0; i < rows; i++) memcpy(s->delta_tile + i * po, d + i * out, (size_t)out * sizeof(REAL));
+        d = s->delta_tile;
+        ld = po;
+      }
+      NAME(add_outer)(net, s, k, s->r_x[k], pi, in, d, ld, rows);
+      REAL *r_delta_x = s->r_delta_x;
+      NAME(gemm)(rows, pi, out, d, ld, 1, s->tangent.transposed[k], pi, r_delta_x, pi, 0);
+      NAME(gemm)(rows, pi, out, r_delta, po, 1, s->theta.transposed[k], pi, r_delta_x, pi, 1);
+      const REAL *r_z = s->r_z[k - 1], *previous = delta[k - 1];
+      for (long i = 0; i < rows; i++) {
+        const REAL *xi = x[k] + i * (in + 1), *di = previous + i * in;
+        for (long j = 0; j < in; j++) {
+          REAL xv = xi[j];
+          r_delta[i * pi + j] = r_delta_x[i * pi + j] * (1 - xv * xv) - 2 * xv * di[j] * r_z[i * pi + j];
+        }
+      }
+    }
+  }
+  NAME(gradient_store)(net, s, out);
+  const REAL *log_std_curv = (const REAL *)side->log_std_curvature + task * act;
+  for (long j = 0; j < act; j++) out[NAME(layer_offset)(net, L) + j] = s->log_std[j] + log_std_curv[j] * u_log_std[j];
+}
+
+/* F_i u for one task: R-forward at θ'_i (in `s->theta`), weight R{μ}, backward. */
+static void NAME(fisher_task)(const Net *net, const Side *side, long task, NAME(Scratch) *s, const REAL *tangent,
+                              REAL *out) {
+  int L = net->num_layers;
+  long M = side->samples, act = net->widths[L], pact = NAME(pad)(act);
+  NAME(padded_set)(net, &s->tangent, tangent, 0);
+  NAME(gradient_zero)(net, s);
+  const REAL *weight = (const REAL *)side->curvature + task * M * act;
+  for (long r0 = 0; r0 < M; r0 += TILE) {
+    long rows = M - r0 < TILE ? M - r0 : TILE;
+    const REAL *x[MAX_LAYERS];
+    for (int k = 0; k < L; k++) x[k] = (const REAL *)side->inputs[k] + (task * M + r0) * (net->widths[k] + 1);
+    NAME(r_forward)(net, s, x, rows);
+    REAL *delta = s->r_delta;
+    for (long i = 0; i < rows; i++)
+      for (long j = 0; j < act; j++) delta[i * pact + j] = s->r_z[L - 1][i * pact + j] * weight[(r0 + i) * act + j];
+    for (int k = L - 1; k >= 0; k--) {
+      long in = net->widths[k], out = net->widths[k + 1], po = NAME(pad)(out), pi = NAME(pad)(in);
+      NAME(add_outer)(net, s, k, x[k], in + 1, in + 1, delta, po, rows);
+      if (k == 0) break;
+      NAME(gemm)(rows, pi, out, delta, po, 1, s->theta.transposed[k], pi, s->r_delta_x, pi, 0);
+      for (long i = 0; i < rows; i++) {
+        const REAL *xi = x[k] + i * (in + 1);
+        for (long j = 0; j < in; j++) delta[i * pi + j] = s->r_delta_x[i * pi + j] * (1 - xi[j] * xi[j]);
+      }
+    }
+  }
+  NAME(gradient_store)(net, s, out);
+  const REAL *log_std_weight = (const REAL *)side->log_std_curvature;
+  for (long j = 0; j < act; j++)
+    out[NAME(layer_offset)(net, L) + j] = log_std_weight[task] * tangent[NAME(layer_offset)(net, L) + j];
+}
+
+typedef struct {
+  const Request *request;
+  long first, last;
+  int status;
+} NAME(Job);
+
+/* The work of one thread: tasks first .. last − 1 of the request. */
+static void *NAME(run_job)(void *argument) {
+  NAME(Job) *job = argument;
+  const Request *q = job->request;
+  const Net *net = &q->net;
+  NAME(Scratch) s;
+  memset(&s, 0, sizeof s);
+  if (NAME(scratch_alloc)(net, &s)) {
+    NAME(scratch_free)(net, &s);
+    job->status = 1;
+    return NULL;
+  }
+  long P = NAME(num_params)(net);
+  const REAL alpha = (REAL)q->inner_lr;
+  if (q->inner != NULL) NAME(padded_set)(net, &s.theta, q->inner->params, 1);
+  for (long t = job->first; t < job->last; t++) {
+    const REAL *v = (const REAL *)q->vector + t * q->vector_task_stride;
+    REAL *out = (REAL *)q->out + t * P;
+    if (q->operation == OP_INNER_HVP) {
+      NAME(inner_hvp_task)(net, q->inner, t, &s, v, out);
+      continue;
+    }
+    /* OP_KL_HVP: J_i F_i J_i v with J_i = I − α H_i (J_i = I when there is no inner side: first order). */
+    const REAL *u = v;
+    if (q->inner != NULL) {
+      NAME(inner_hvp_task)(net, q->inner, t, &s, v, s.vec_a);
+      for (long p = 0; p < P; p++) s.vec_a[p] = v[p] - alpha * s.vec_a[p];
+      u = s.vec_a;
+    }
+    NAME(padded_set)(net, &s.theta, (const REAL *)q->fisher->params + t * P, 1);
+    NAME(fisher_task)(net, q->fisher, t, &s, u, q->inner != NULL ? s.vec_b : out);
+    if (q->inner != NULL) {
+      NAME(padded_set)(net, &s.theta, q->inner->params, 1);
+      NAME(inner_hvp_task)(net, q->inner, t, &s, s.vec_b, s.vec_c);
+      for (long p = 0; p < P; p++) out[p] = s.vec_b[p] - alpha * s.vec_c[p];
+    }
+  }
+  NAME(scratch_free)(net, &s);
+  job->status = 0;
+  return NULL;
+}
+
+int NAME(maml_bench_run)(const Request *q) {
+  NAME(Job) jobs[MAX_THREADS];
+  pthread_t threads[MAX_THREADS];
+  int count = q->threads < 1 ? 1 : (q->threads > MAX_THREADS ? MAX_THREADS : q->threads);
+  if (count > q->num_tasks) count = (int)(q->num_tasks > 0 ? q->num_tasks : 1);
+  int started[MAX_THREADS] = {0};
+  for (int i = 0; i < count; i++) {
+    jobs[i].request = q;
+    jobs[i].first = q->num_tasks * i / count;
+    jobs[i].last = q->num_tasks * (i + 1) / count;
+    jobs[i].status = 1;
+  }
+  for (int i = 1; i < count; i++) started[i] = pthread_create(&threads[i], NULL, NAME(run_job), &jobs[i]) == 0;
+  NAME(run_job)(&jobs[0]);
+  int status = jobs[0].status;
+  for (int i = 1; i < count; i++) {
+    if (started[i]) pthread_join(threads[i], NULL);
+    else NAME(run_job)(&jobs[i]); /* no thread to spare: run it here */
+    status |= jobs[i].status;
+  }
+  if (status == 0 && q->total != NULL) {
+    long P = NAME(num_params)(&q->net);
+    REAL *total = q->total;
+    const REAL *out = q->out;
+    memcpy(total, out, (size_t)P * sizeof(REAL));
+    for (long t = 1; t < q->num_tasks; t++)
+      for (long p = 0; p < P; p++) total[p] += out[t * P + p];
+  }
+  return status;
+}
+#undef VLEN
