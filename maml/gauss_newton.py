@@ -23,6 +23,12 @@ product runs over chunks of tasks whose intermediates stay in cache (on CPU; one
 ``first_order=True`` sets ``J_i = I`` (FOMAML), for any number of inner steps. The line search uses
 :func:`evaluate`, value-only passes.
 
+On CPU every pass above runs by default in the fused C kernels of :mod:`maml.native.mlp_kernels` (the same
+formulas, each task's samples pushed through the whole chain a tile at a time, so that intermediates stay in
+cache), with torch left to compute the surrogate's derivatives in the mean and log-std; the torch passes
+here remain the GPU path, the fallback where no C compiler is found, and the reference the kernels are
+tested against. ``fused=False`` selects them on CPU.
+
 Vectors are flat in the canonical key order ``w0, b0, …, log_std`` (:class:`maml.mlp_passes.Layout`).
 """
 
@@ -121,17 +127,6 @@ class InnerCurvature:
     inner_lr: float
     """α."""
 
-    def side(self) -> mlp_kernels.Side:
-        """These constants as the fused kernels' inner side."""
-        return mlp_kernels.Side(
-            self.theta,
-            self.acts.inputs,
-            self.mean_curvature,
-            self.log_std_curvature,
-            deltas=self.deltas,
-            cross=self.cross_curvature,
-        )
-
     def tasks(self, start: int, stop: int) -> InnerCurvature:
         """The constants of tasks ``start .. stop − 1`` (views)."""
         return InnerCurvature(
@@ -227,28 +222,9 @@ def adaptation_jvp(curv: InnerCurvature, vector: Tensor, out: Tensor, buffers: B
     return torch.add(vector, out, alpha=-curv.inner_lr, out=out)
 
 
-def adaptation_vjp_sum(
-    curv: InnerCurvature,
-    vectors: Tensor,
-    out: Tensor,
-    buffers: Buffers,
-    kernels: mlp_kernels.MlpKernels | None = None,
-) -> Tensor:
-    """``Σ_i J_iᵀ g_i = Σ_i (g_i − α H_i g_i)`` for per-task ``g [T, P]``, into ``out [P]`` (``H_i g_i`` by
-    the fused ``kernels`` when given)."""
-    if kernels is None:
-        hessian_part = inner_hvp(curv, vectors, buffers.take("vjp_sum", out.shape, out), buffers)
-    else:
-        per_task = buffers.take("vjp_sum_fused", vectors.shape, vectors)
-        hessian_part = kernels.run(
-            mlp_kernels.OP_INNER_HVP,
-            curv.layout.widths,
-            curv.side(),
-            None,
-            vectors,
-            per_task,
-            total=buffers.take("vjp_sum", out.shape, out),
-        )
+def adaptation_vjp_sum(curv: InnerCurvature, vectors: Tensor, out: Tensor, buffers: Buffers) -> Tensor:
+    """``Σ_i J_iᵀ g_i = Σ_i (g_i − α H_i g_i)`` for per-task ``g [T, P]``, into ``out [P]``."""
+    hessian_part = inner_hvp(curv, vectors, buffers.take("vjp_sum", out.shape, out), buffers)
     return torch.sum(vectors, 0, out=out).add_(hessian_part, alpha=-curv.inner_lr)
 
 
@@ -265,10 +241,6 @@ class PostFisher:
     """``mask / (n_i T) · e^{−2s'_i}  [T, M, act]``: ``∂²/∂μ²`` of the task-averaged masked-mean KL."""
     log_std_weight: Tensor
     """``2 ρ_i / T  [T, 1]`` with ``ρ_i = Σ mask / max(Σ mask, 1)``: ``∂²/∂s'²`` of the same."""
-
-    def side(self) -> mlp_kernels.Side:
-        """These constants as the fused kernels' Fisher side."""
-        return mlp_kernels.Side(self.adapted, self.acts.inputs, self.mean_weight, self.log_std_weight)
 
     def tasks(self, start: int, stop: int) -> PostFisher:
         """The constants of tasks ``start .. stop − 1`` (views)."""
@@ -398,6 +370,97 @@ def _task_slice(batch: MetaBatch, start: int, stop: int) -> MetaBatch:
     return MetaBatch(pre=tuple(cut(e) for e in batch.pre), post=cut(batch.post))
 
 
+def _fisher_weights(post: Episodes, adapted_log_std: Tensor) -> tuple[Tensor, Tensor]:
+    """:class:`PostFisher`'s ``mean_weight [T, M, act]`` and ``log_std_weight [T, 1]``."""
+    num_tasks = post.num_tasks
+    valid = post.flat("mask").sum(1, keepdim=True)
+    mean_weight = _sample_weights(post, 1.0 / num_tasks).unsqueeze(-1) * torch.exp(
+        -2.0 * adapted_log_std
+    ).unsqueeze(1)
+    return mean_weight, 2.0 / num_tasks * valid / valid.clamp_min(1.0)
+
+
+def _contiguous(episodes: Episodes, field: str) -> Tensor:
+    return episodes.flat(field).contiguous()
+
+
+def _fused_adapt(
+    kernels: mlp_kernels.MlpKernels,
+    layout: Layout,
+    theta: Tensor,
+    rounds: Sequence[Episodes],
+    inner_lr: float,
+    keep: bool,
+) -> tuple[Tensor, mlp_kernels.Side | None]:
+    """:func:`_adapt` by the fused kernels: θ' ``[T, P]`` and, with ``keep``, the first step's inner side."""
+    params, side = theta, None
+    for index, episodes in enumerate(rounds):
+        weights = (_sample_weights(episodes) * episodes.flat("advantages")).contiguous()
+        observations, actions = _contiguous(episodes, "observations"), _contiguous(episodes, "actions")
+        params, kept = kernels.adapt(
+            layout.widths, params, observations, actions, weights, inner_lr, keep and index == 0
+        )
+        side = kept if index == 0 else side
+    return params, side
+
+
+@dataclass(frozen=True)
+class _FusedPoint:
+    gradient: Tensor
+    loss: Tensor
+    kl: float
+    entropy: float
+    product: FusedProduct
+
+
+def _fused_point(
+    kernels: mlp_kernels.MlpKernels,
+    layout: Layout,
+    theta: Tensor,
+    batch: MetaBatch,
+    surrogate: Surrogate,
+    inner_lr: float,
+    first_order: bool,
+) -> _FusedPoint:
+    """:func:`linearize`'s passes by the fused kernels: adapt (keeping ``H_i``'s constants), forward and
+    backward over the post-update samples, ``Σ_i J_i g_i``; the surrogate's derivatives in μ and the log-std
+    by autograd, as in the torch path."""
+    post = batch.post
+    with torch.no_grad():
+        adapted, inner = _fused_adapt(kernels, layout, theta, batch.pre, inner_lr, keep=not first_order)
+        mean, inputs = kernels.forward(layout.widths, adapted, _contiguous(post, "observations"), keep=True)
+    adapted_log_std = layout.log_std(adapted)
+    mean_leaf = mean.requires_grad_()
+    log_std = adapted_log_std.detach().requires_grad_()
+    with torch.enable_grad():
+        loss = _surrogate_value(post, mean_leaf, log_std, surrogate)
+        grad_mean, grad_log_std = torch.autograd.grad(loss, [mean_leaf, log_std])
+    with torch.no_grad():
+        mean_weight, log_std_weight = _fisher_weights(post, adapted_log_std)
+        fisher = mlp_kernels.Side(adapted, inputs, mean_weight.contiguous(), log_std_weight.contiguous())
+        outer = kernels.backward(layout.widths, fisher, grad_mean.contiguous())
+        layout.log_std(outer).copy_(grad_log_std)
+        gradient = outer.sum(0)
+        if inner is not None:
+            hessian_part = kernels.run(
+                mlp_kernels.OP_INNER_HVP,
+                layout.widths,
+                inner,
+                None,
+                outer,
+                torch.empty_like(outer),
+                total=torch.empty_like(gradient),
+            )
+            gradient.add_(hessian_part, alpha=-inner_lr)
+        return _FusedPoint(
+            gradient=gradient,
+            loss=loss.detach(),
+            kl=_kl_value(post, mean, adapted_log_std).item(),
+            entropy=policy.entropy(adapted_log_std).mean().item(),
+            product=FusedProduct(kernels, layout, inner, fisher, inner_lr),
+        )
+
+
 def meta_gradient(
     theta: Params,
     batch: MetaBatch,
@@ -411,7 +474,8 @@ def meta_gradient(
 
     The same passes as :func:`linearize` (adapt, forward and backward over the post-update samples,
     ``Σ_i J_i g_i``), but nothing is kept for later products. The gradient is flat ``[P]``, canonical order.
-    ``fused``: see :func:`fused_kernels` (they compute ``Σ_i J_i g_i``'s Hessian products).
+    ``fused``: whether the fused C kernels run the passes, all tasks at once (:func:`fused_kernels`; by
+    default on CPU where they build).
     """
     gradient, loss = meta_gradient_tensors(theta, batch, surrogate, inner_lr, first_order, task_chunk, fused)
     return gradient, loss.item()
@@ -433,6 +497,9 @@ def meta_gradient_tensors(
     layout = Layout.of(theta)
     flat_theta = layout.flatten({name: p.detach() for name, p in theta.items()})
     kernels = fused_kernels(flat_theta.device, fused)
+    if kernels is not None:
+        point = _fused_point(kernels, layout, flat_theta, batch, surrogate, inner_lr, first_order)
+        return point.gradient, point.loss
     num_tasks = batch.post.num_tasks
     chunk = task_chunk or default_task_chunk(batch, max(layout.widths[1:]))
     store, scratch = Buffers(), Buffers()
@@ -456,10 +523,7 @@ def meta_gradient_tensors(
             outer = scratch.take("meta_gradient_outer", adapted.shape, adapted)
             mlp_passes.backward(layout, acts, adapted, grad_mean, outer, scratch, scratch)
             layout.log_std(outer).copy_(grad_log_std)
-            if inner is None:
-                gradient += outer.sum(0)
-            else:
-                gradient += adaptation_vjp_sum(inner, outer, part, scratch, kernels)
+            gradient += outer.sum(0) if inner is None else adaptation_vjp_sum(inner, outer, part, scratch)
         loss += chunk_loss.detach()
     return gradient, loss
 
@@ -502,6 +566,18 @@ def linearize(
     flat_theta = layout.flatten({name: p.detach() for name, p in theta.items()})
     post, num_tasks = batch.post, batch.post.num_tasks
     kernels = fused_kernels(flat_theta.device, fused)
+    if kernels is not None:
+        point = _fused_point(kernels, layout, flat_theta, batch, surrogate, inner_lr, first_order)
+        return Linearization(
+            layout=layout,
+            chunks=(),
+            buffers=Buffers(),
+            loss=point.loss.item(),
+            kl=point.kl,
+            entropy=point.entropy,
+            gradient=point.gradient,
+            fused=point.product,
+        )
     buffers = Buffers()
     with torch.no_grad():
         adapted, inner = _adapt(layout, flat_theta, batch.pre, inner_lr, not first_order, buffers)
@@ -513,14 +589,9 @@ def linearize(
         loss = _surrogate_value(post, mean, log_std, surrogate)
         grad_mean, grad_log_std = torch.autograd.grad(loss, [mean, log_std])
     with torch.no_grad():
-        valid = post.flat("mask").sum(1, keepdim=True)
+        mean_weight, log_std_weight = _fisher_weights(post, adapted_log_std)
         fisher = PostFisher(
-            layout=layout,
-            adapted=adapted,
-            acts=acts,
-            mean_weight=_sample_weights(post, 1.0 / num_tasks).unsqueeze(-1)
-            * torch.exp(-2.0 * adapted_log_std).unsqueeze(1),
-            log_std_weight=2.0 / num_tasks * valid / valid.clamp_min(1.0),
+            layout=layout, adapted=adapted, acts=acts, mean_weight=mean_weight, log_std_weight=log_std_weight
         )
         chunk = task_chunk or default_task_chunk(batch, max(layout.widths[1:]))
         bounds = [(start, min(start + chunk, num_tasks)) for start in range(0, num_tasks, chunk)]
@@ -533,18 +604,11 @@ def linearize(
         layout.log_std(outer).copy_(grad_log_std)
         if inner is None:
             gradient = outer.sum(0)
-        elif kernels is not None:
-            gradient = adaptation_vjp_sum(inner, outer, torch.empty_like(flat_theta), buffers, kernels)
         else:
             gradient = torch.zeros_like(flat_theta)
             part = torch.empty_like(flat_theta)
             for (chunk_inner, _), (start, stop) in zip(chunks, bounds, strict=True):
                 gradient += adaptation_vjp_sum(chunk_inner, outer[start:stop], part, buffers)
-        product = None
-        if kernels is not None:
-            product = FusedProduct(
-                kernels, layout, None if inner is None else inner.side(), fisher.side(), inner_lr
-            )
         return Linearization(
             layout=layout,
             chunks=chunks,
@@ -553,23 +617,33 @@ def linearize(
             kl=_kl_value(post, acts.mean, adapted_log_std).item(),
             entropy=policy.entropy(adapted_log_std).mean().item(),
             gradient=gradient,
-            fused=product,
         )
 
 
 def evaluate(
-    theta: Params, batch: MetaBatch, surrogate: Surrogate, inner_lr: float, scratch: Buffers | None = None
+    theta: Params,
+    batch: MetaBatch,
+    surrogate: Surrogate,
+    inner_lr: float,
+    scratch: Buffers | None = None,
+    fused: bool | None = None,
 ) -> tuple[float, float, float]:
     """Surrogate, mean KL and mean entropy at θ by value-only passes (the line search's evaluation).
 
-    Pass the same ``scratch`` to repeated calls (the line search's tries) to reuse their memory.
+    Pass the same ``scratch`` to repeated calls (the line search's tries) to reuse their memory. ``fused``:
+    see :func:`fused_kernels`.
     """
     scratch = Buffers() if scratch is None else scratch
     layout = Layout.of(theta)
     with torch.no_grad():
         flat_theta = layout.flatten(theta)
-        adapted, _ = _adapt(layout, flat_theta, batch.pre, inner_lr, False, scratch)
-        mean = mlp_passes.mean_only(layout, adapted, batch.post.flat("observations"), scratch)
+        kernels = fused_kernels(flat_theta.device, fused)
+        if kernels is not None:
+            adapted, _ = _fused_adapt(kernels, layout, flat_theta, batch.pre, inner_lr, keep=False)
+            mean, _ = kernels.forward(layout.widths, adapted, _contiguous(batch.post, "observations"), False)
+        else:
+            adapted, _ = _adapt(layout, flat_theta, batch.pre, inner_lr, False, scratch)
+            mean = mlp_passes.mean_only(layout, adapted, batch.post.flat("observations"), scratch)
         log_std = layout.log_std(adapted)
         loss = _surrogate_value(batch.post, mean, log_std, surrogate)
         kl = _kl_value(batch.post, mean, log_std)

@@ -51,12 +51,18 @@ def _explicit_kl_hessian(theta, batch, first_order):
     return torch.autograd.functional.hessian(kl, flat)
 
 
+FUSED = [pytest.param(False, id="torch-passes"), pytest.param(None, id="default")]
+"""The torch passes, and the default: the fused C kernels on CPU where they build (tests/test_fused_kernels.py
+checks that they do)."""
+
+
+@pytest.mark.parametrize("fused", FUSED)
 @pytest.mark.parametrize("task_chunk", [1, 2, None])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_kl_hvp_equals_explicit_hessian_and_double_backward(first_order, task_chunk):
+def test_kl_hvp_equals_explicit_hessian_and_double_backward(first_order, task_chunk, fused):
     theta, batch = build(SPEC, seed=1)
     hessian = _explicit_kl_hessian(theta, batch, first_order)
-    point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, first_order, task_chunk)
+    point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, first_order, task_chunk, fused)
     double_backward = _double_backward_hvp(theta, batch, first_order)
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
@@ -66,11 +72,12 @@ def test_kl_hvp_equals_explicit_hessian_and_double_backward(first_order, task_ch
         torch.testing.assert_close(fast, double_backward(v), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("fused", FUSED)
 @pytest.mark.parametrize("name", ["trpo", "ppo"])
-def test_meta_gradient_equals_finite_differences(name):
+def test_meta_gradient_equals_finite_differences(name, fused):
     theta, batch = build(SPEC, seed=2)
     surrogate = trpo.surrogate if name == "trpo" else ppo.clipped_surrogate(0.5)
-    fast = gauss_newton.linearize(theta, batch, surrogate, INNER_LR, task_chunk=2).gradient
+    fast = gauss_newton.linearize(theta, batch, surrogate, INNER_LR, task_chunk=2, fused=fused).gradient
     flat, eps = _flat(theta), 1e-5
     numeric = torch.zeros_like(flat)
     for i in range(flat.numel()):
@@ -86,22 +93,25 @@ def test_meta_gradient_equals_finite_differences(name):
     assert _rel_err(fast, numeric) < 1e-6
     assert _rel_err(fast, _autograd_gradient(theta, batch, surrogate, False)) < 1e-12
     for task_chunk in (1, 2, None):  # the standalone, chunked meta-gradient: same passes, nothing kept
-        alone, loss = gauss_newton.meta_gradient(theta, batch, surrogate, INNER_LR, task_chunk=task_chunk)
+        alone, loss = gauss_newton.meta_gradient(
+            theta, batch, surrogate, INNER_LR, task_chunk=task_chunk, fused=fused
+        )
         assert _rel_err(alone, fast) < 1e-12
         assert loss == pytest.approx(
             meta.meta_objective(theta, batch, surrogate, INNER_LR)[0].item(), rel=1e-12
         )
 
 
+@pytest.mark.parametrize("fused", FUSED)
 @pytest.mark.parametrize("num_grad_updates", [1, 3])
-def test_first_order_meta_gradient_and_hvp_equal_autograd(num_grad_updates):
+def test_first_order_meta_gradient_and_hvp_equal_autograd(num_grad_updates, fused):
     """First order (J = I) is covered for any number of inner steps."""
     theta, batch = build(SPEC, seed=3, num_grad_updates=num_grad_updates)
-    point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, first_order=True)
+    point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, first_order=True, fused=fused)
     expected = _autograd_gradient(theta, batch, trpo.surrogate, True)
     assert _rel_err(point.gradient, expected) < 1e-12
     alone, _ = gauss_newton.meta_gradient(
-        theta, batch, trpo.surrogate, INNER_LR, first_order=True, task_chunk=2
+        theta, batch, trpo.surrogate, INNER_LR, first_order=True, task_chunk=2, fused=fused
     )
     assert _rel_err(alone, expected) < 1e-12
     v = torch.randn(point.gradient.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -111,7 +121,8 @@ def test_first_order_meta_gradient_and_hvp_equal_autograd(num_grad_updates):
     assert point.kl == pytest.approx(meta.mean_kl(adapted, batch.post).item(), abs=1e-14)
 
 
-def test_evaluate_equals_autograd_path():
+@pytest.mark.parametrize("fused", FUSED)
+def test_evaluate_equals_autograd_path(fused):
     theta, batch = build(SPEC, seed=4)
     shifted = {n: p + 0.01 for n, p in theta.items()}
     adapted = meta.adapt(shifted, batch.pre, INNER_LR)
@@ -120,7 +131,7 @@ def test_evaluate_equals_autograd_path():
         meta.mean_kl(adapted, batch.post).item(),
         meta.mean_entropy(adapted).item(),
     )
-    assert gauss_newton.evaluate(shifted, batch, trpo.surrogate, INNER_LR) == pytest.approx(
+    assert gauss_newton.evaluate(shifted, batch, trpo.surrogate, INNER_LR, fused=fused) == pytest.approx(
         expected, rel=1e-12
     )
 
@@ -237,14 +248,14 @@ def test_split_k_outer_product_equals_one_gemm(segments):
 
 
 def test_kernel_with_split_k_equals_plain_gemms(monkeypatch):
-    """The GPU's split-K path, forced on CPU: the same gradient and products."""
+    """The GPU's split-K path (torch passes), forced on CPU: the same gradient and products."""
     spec = SyntheticSpec(num_tasks=4, episodes=4, horizon=16, obs_dim=5, act_dim=2, hidden_sizes=(8, 8))
     theta, batch = build(spec, seed=9)
-    plain = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR)
+    plain = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, fused=False)
     v = torch.randn(plain.gradient.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     monkeypatch.setattr(mlp_passes, "split_k_segments", lambda x: 4)
-    split = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR)
+    split = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, fused=False)
     assert _rel_err(split.gradient, plain.gradient) < 1e-12
     assert _rel_err(split.kl_hvp(v), plain.kl_hvp(v)) < 1e-12
-    gradient, _ = gauss_newton.meta_gradient(theta, batch, trpo.surrogate, INNER_LR)
+    gradient, _ = gauss_newton.meta_gradient(theta, batch, trpo.surrogate, INNER_LR, fused=False)
     assert _rel_err(gradient, plain.gradient) < 1e-12

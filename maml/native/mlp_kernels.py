@@ -19,6 +19,7 @@ import os
 import platform
 import subprocess
 import warnings
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,8 +33,9 @@ BODY = Path(__file__).with_name("mlp_kernels_body.h")
 SWITCH_ENV_VAR = "MAML_BENCH_NATIVE"
 """Set to ``0`` to use the torch passes (and the Python stepping loop)."""
 MAX_LAYERS = 8
-ABI_VERSION = 1
-OP_INNER_HVP, OP_KL_HVP = 0, 1
+ABI_VERSION = 2
+OP_INNER_HVP, OP_KL_HVP, OP_ADAPT, OP_FORWARD, OP_BACKWARD = range(5)
+MAX_WIDTH = 4096
 
 
 class _Net(ctypes.Structure):
@@ -65,6 +67,12 @@ class _Request(ctypes.Structure):
         ("vector_task_stride", ctypes.c_long),
         ("out", ctypes.c_void_p),
         ("total", ctypes.c_void_p),
+        ("samples", ctypes.c_long),
+        ("observations", ctypes.c_void_p),
+        ("actions", ctypes.c_void_p),
+        ("weights", ctypes.c_void_p),
+        ("mean", ctypes.c_void_p),
+        ("keep", ctypes.POINTER(_Side)),
     ]
 
 
@@ -90,6 +98,45 @@ def _pointer(tensor: Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
 
 
+def _check(tensors: Sequence[Tensor], dtype: torch.dtype) -> None:
+    for tensor in tensors:
+        if tensor.device.type != "cpu" or not tensor.is_contiguous() or tensor.dtype != dtype:
+            raise ValueError("the fused kernels take contiguous CPU tensors of one dtype")
+
+
+class Recycler:
+    """Large constant arrays reused from one call to the next instead of freshly allocated.
+
+    A linearization keeps ~100 MB of constants (HalfCheetahDir) to over 1 GB (ML45); freshly allocated, every
+    page of it is faulted in and zeroed by the kernel on first write, which costs as much as the pass that
+    fills it. :meth:`take` returns an array that an earlier owner has released, else a new one;
+    :meth:`release_with` hands arrays back once their owner (a :class:`Side`, a :class:`Kept` list) has been
+    garbage-collected, so nothing still referenced is ever reused. At most one released array per shape and
+    dtype is held.
+    """
+
+    def __init__(self) -> None:
+        self._free: dict[tuple[tuple[int, ...], torch.dtype], Tensor] = {}
+
+    def take(self, shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+        released = self._free.pop((tuple(shape), dtype), None)
+        return released if released is not None else torch.empty(tuple(shape), dtype=dtype)
+
+    def release_with(self, owner: object, tensors: Sequence[Tensor]) -> None:
+        weakref.finalize(owner, self._give_back, list(tensors))
+
+    def _give_back(self, tensors: list[Tensor]) -> None:
+        for tensor in tensors:
+            self._free.setdefault((tuple(tensor.shape), tensor.dtype), tensor)
+
+
+RECYCLER = Recycler()
+
+
+class Kept(list):
+    """The layer inputs a forward pass kept (a list, so that it can own recycled arrays)."""
+
+
 class Side:
     """One side's constants as the C structure wants them (the tensors are kept alive here)."""
 
@@ -105,10 +152,9 @@ class Side:
         tensors = [params, *inputs, *deltas, curvature, log_std_curvature] + (
             [] if cross is None else [cross]
         )
-        for tensor in tensors:
-            if tensor.device.type != "cpu" or not tensor.is_contiguous() or tensor.dtype != params.dtype:
-                raise ValueError("the fused kernels take contiguous CPU tensors of one dtype")
+        _check(tensors, params.dtype)
         self.tensors = tensors
+        self.sources = (inputs, deltas)  # a Kept list's arrays are recycled only once this side is gone too
         self.dtype = params.dtype
         self.num_tasks = inputs[0].shape[0]
         self.struct = _Side(
@@ -122,8 +168,16 @@ class Side:
         )
 
 
+def _net(widths: Sequence[int]) -> _Net:
+    if not 1 <= len(widths) - 1 <= MAX_LAYERS or max(widths) > MAX_WIDTH:
+        raise ValueError(f"the fused kernels take 1 to {MAX_LAYERS} layers of at most {MAX_WIDTH} units")
+    return _Net(num_layers=len(widths) - 1, widths=(ctypes.c_int * (MAX_LAYERS + 1))(*widths))
+
+
 class MlpKernels:
-    """The loaded library: :meth:`run` one operation over every task."""
+    """The loaded library: the products (:meth:`run`) and the passes that build their constants
+    (:meth:`adapt`, :meth:`forward`, :meth:`backward`), each over every task, on ``threads`` threads
+    (default: torch's intra-op thread count)."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         self._library = library
@@ -133,6 +187,11 @@ class MlpKernels:
             function.argtypes = [ctypes.POINTER(_Request)]
             function.restype = ctypes.c_int
             self._run[dtype] = function
+
+    def _invoke(self, dtype: torch.dtype, threads: int | None, **fields) -> None:
+        request = _Request(threads=torch.get_num_threads() if threads is None else threads, **fields)
+        if self._run[dtype](ctypes.byref(request)) != 0:
+            raise MemoryError("the fused kernels could not allocate their scratch memory")
 
     def run(
         self,
@@ -146,20 +205,17 @@ class MlpKernels:
         threads: int | None = None,
         total: Tensor | None = None,
     ) -> Tensor:
-        """``out [T, P]`` ← the operation per task; ``vector`` is shared ``[P]`` or per task ``[T, P]``.
-        ``total [P]``, when given, receives the sum over tasks (returned instead of ``out``)."""
-        if len(widths) - 1 > MAX_LAYERS:
-            raise ValueError(f"the fused kernels take at most {MAX_LAYERS} layers")
+        """``out [T, P]`` ← ``OP_INNER_HVP`` or ``OP_KL_HVP`` per task; ``vector`` is shared ``[P]`` or per
+        task ``[T, P]``. ``total [P]``, when given, receives the sum over tasks (and is returned)."""
         side = inner if inner is not None else fisher
-        if side is None:
-            raise ValueError("no side given")
-        for tensor in (vector, out) if total is None else (vector, out, total):
-            if tensor.device.type != "cpu" or not tensor.is_contiguous() or tensor.dtype != side.dtype:
-                raise ValueError("vector and out must be contiguous CPU tensors of the sides' dtype")
-        request = _Request(
-            net=_Net(num_layers=len(widths) - 1, widths=(ctypes.c_int * (MAX_LAYERS + 1))(*widths)),
+        if side is None or operation not in (OP_INNER_HVP, OP_KL_HVP):
+            raise ValueError("run() computes OP_INNER_HVP or OP_KL_HVP and needs a side")
+        _check([vector, out] if total is None else [vector, out, total], side.dtype)
+        self._invoke(
+            side.dtype,
+            threads,
+            net=_net(widths),
             operation=operation,
-            threads=torch.get_num_threads() if threads is None else threads,
             num_tasks=side.num_tasks,
             inner_lr=inner_lr,
             inner=None if inner is None else ctypes.pointer(inner.struct),
@@ -169,9 +225,109 @@ class MlpKernels:
             out=out.data_ptr(),
             total=_pointer(total),
         )
-        if self._run[side.dtype](ctypes.byref(request)) != 0:
-            raise MemoryError("the fused kernels could not allocate their scratch memory")
         return out if total is None else total
+
+    def adapt(
+        self,
+        widths: Sequence[int],
+        params: Tensor,
+        observations: Tensor,
+        actions: Tensor,
+        weights: Tensor,
+        inner_lr: float,
+        keep: bool,
+        threads: int | None = None,
+    ) -> tuple[Tensor, Side | None]:
+        """One inner step per task: ``params`` (θ ``[P]`` or θ_i ``[T, P]``) → θ'_i ``[T, P]``, on the samples
+        ``observations [T, M, obs]``, ``actions [T, M, act]`` with loss weights ``weights [T, M]``
+        (advantage · mask / n_i). With ``keep``, also the inner side (the constants of ``H_i u``)."""
+        num_tasks, samples = observations.shape[:2]
+        _check([params, observations, actions, weights], params.dtype)
+        adapted = torch.empty(num_tasks, params.shape[-1], dtype=params.dtype)
+        side = None
+        if keep:
+            act, dtype = widths[-1], params.dtype
+            inputs = [RECYCLER.take((num_tasks, samples, w + 1), dtype) for w in widths[:-1]]
+            deltas = [RECYCLER.take((num_tasks, samples, w), dtype) for w in widths[1:]]
+            curvature, cross = (RECYCLER.take((num_tasks, samples, act), dtype) for _ in range(2))
+            side = Side(
+                params,
+                inputs,
+                curvature,
+                torch.empty(num_tasks, act, dtype=dtype),
+                deltas=deltas,
+                cross=cross,
+            )
+            RECYCLER.release_with(side, [*inputs, *deltas, curvature, cross])
+        self._invoke(
+            params.dtype,
+            threads,
+            net=_net(widths),
+            operation=OP_ADAPT,
+            num_tasks=num_tasks,
+            inner_lr=inner_lr,
+            vector=params.data_ptr(),
+            vector_task_stride=0 if params.dim() == 1 else params.shape[-1],
+            out=adapted.data_ptr(),
+            samples=samples,
+            observations=observations.data_ptr(),
+            actions=actions.data_ptr(),
+            weights=weights.data_ptr(),
+            keep=None if side is None else ctypes.pointer(side.struct),
+        )
+        return adapted, side
+
+    def forward(
+        self,
+        widths: Sequence[int],
+        params: Tensor,
+        observations: Tensor,
+        keep: bool,
+        threads: int | None = None,
+    ) -> tuple[Tensor, Kept | None]:
+        """The mean ``[T, M, act]`` at θ_i ``[T, P]`` for ``observations [T, M, obs]``; with ``keep``, also
+        the layer inputs ``X_k = [x_k, 1]  [T, M, in_k + 1]`` (recycled once the list is garbage)."""
+        num_tasks, samples = observations.shape[:2]
+        _check([params, observations], params.dtype)
+        mean = torch.empty(num_tasks, samples, widths[-1], dtype=params.dtype)
+        inputs = None
+        if keep:
+            inputs = Kept(RECYCLER.take((num_tasks, samples, w + 1), params.dtype) for w in widths[:-1])
+            RECYCLER.release_with(inputs, inputs)
+        keep_side = None
+        if inputs is not None:
+            keep_side = _Side(samples=samples, inputs=(ctypes.c_void_p * MAX_LAYERS)(*map(_pointer, inputs)))
+        self._invoke(
+            params.dtype,
+            threads,
+            net=_net(widths),
+            operation=OP_FORWARD,
+            num_tasks=num_tasks,
+            vector=params.data_ptr(),
+            vector_task_stride=0 if params.dim() == 1 else params.shape[-1],
+            samples=samples,
+            observations=observations.data_ptr(),
+            mean=mean.data_ptr(),
+            keep=None if keep_side is None else ctypes.pointer(keep_side),
+        )
+        return mean, inputs
+
+    def backward(self, widths: Sequence[int], side: Side, head: Tensor, threads: int | None = None) -> Tensor:
+        """``(∂μ/∂θ_i)ᵀ g_i [T, P]`` on ``side``'s samples (its inputs and θ_i), ``g = head [T, M, act]``;
+        the log-std slot is zero."""
+        _check([head], side.dtype)
+        out = torch.empty(side.num_tasks, side.tensors[0].shape[-1], dtype=side.dtype)
+        self._invoke(
+            side.dtype,
+            threads,
+            net=_net(widths),
+            operation=OP_BACKWARD,
+            num_tasks=side.num_tasks,
+            fisher=ctypes.pointer(side.struct),
+            vector=head.data_ptr(),
+            out=out.data_ptr(),
+        )
+        return out
 
 
 @functools.cache

@@ -1,0 +1,190 @@
+"""The fused C kernels (maml/native/mlp_kernels.c): the same numbers as the torch passes they replace on CPU —
+float64 to rounding, float32 to float32 accuracy — for odd widths, padded episodes, several tiles per task,
+any thread count; their vector tanh against torch's; the build, the fallback and the array recycling."""
+
+import gc
+import shutil
+
+import pytest
+import torch
+from conftest import build
+
+from maml import gauss_newton, trpo
+from maml.mlp_passes import Layout
+from maml.native import mlp_kernels
+from maml.synthetic import SyntheticSpec
+
+INNER_LR = 0.1
+# widths that are not multiples of the vector length, 3 × 50 = 150 samples per task (over two tiles, not a
+# multiple of one), padded (masked) episodes
+SPEC = SyntheticSpec(
+    num_tasks=5, episodes=3, horizon=50, obs_dim=7, act_dim=3, hidden_sizes=(37, 20), padded=True
+)
+TOLERANCE = {torch.float64: 1e-11, torch.float32: 2e-5}
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"
+)
+
+
+def _rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    loaded = mlp_kernels.load()
+    assert loaded is not None, "the fused kernels failed to build (see the warning)"
+    return loaded
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_linearization_equals_torch_passes(kernels, dtype, first_order):
+    theta, batch = build(SPEC, seed=1, dtype=dtype)
+    fused = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, first_order, fused=True)
+    reference = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, first_order, fused=False)
+    assert fused.fused is not None and reference.fused is None
+    tol = TOLERANCE[dtype]
+    assert _rel_err(fused.gradient, reference.gradient) < tol
+    assert fused.loss == pytest.approx(reference.loss, rel=tol, abs=tol)
+    assert fused.kl == pytest.approx(reference.kl, abs=tol)
+    assert fused.entropy == pytest.approx(reference.entropy, rel=tol)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        v = torch.randn(fused.gradient.shape, generator=gen, dtype=torch.float64).to(dtype)
+        assert _rel_err(fused.kl_hvp(v), reference.kl_hvp(v)) < tol
+    alone, loss = gauss_newton.meta_gradient(theta, batch, trpo.surrogate, INNER_LR, first_order, fused=True)
+    assert _rel_err(alone, reference.gradient) < tol
+    assert loss == pytest.approx(reference.loss, rel=tol, abs=tol)
+    shifted = {n: p + 0.01 for n, p in theta.items()}
+    values = gauss_newton.evaluate(shifted, batch, trpo.surrogate, INNER_LR, fused=True)
+    expected = gauss_newton.evaluate(shifted, batch, trpo.surrogate, INNER_LR, fused=False)
+    assert values == pytest.approx(expected, rel=tol, abs=tol)
+
+
+def test_several_first_order_inner_steps(kernels):
+    theta, batch = build(SPEC, seed=2, num_grad_updates=3)
+    fused = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, first_order=True, fused=True)
+    reference = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, first_order=True, fused=False)
+    assert _rel_err(fused.gradient, reference.gradient) < 1e-11
+    v = torch.randn(fused.gradient.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert _rel_err(fused.kl_hvp(v), reference.kl_hvp(v)) < 1e-11
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_any_thread_count_gives_identical_results(kernels, threads):
+    """Each task is computed by one thread with the same code and the task sum is serial: bit for bit."""
+    theta, batch = build(SPEC, seed=3)
+    point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR)
+    product = point.fused
+    v = torch.randn(point.gradient.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    results = []
+    for count in (1, threads):
+        out = torch.empty(SPEC.num_tasks, v.shape[0], dtype=v.dtype)
+        args = (mlp_kernels.OP_KL_HVP, product.layout.widths, product.inner, product.fisher, v, out)
+        total = kernels.run(*args, INNER_LR, threads=count, total=torch.empty_like(v))
+        results.append((out.clone(), total))
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_vector_tanh_matches_torch(kernels, dtype):
+    """The forward pass's tanh, read back from the kept layer inputs of a layer that passes its input on
+    unchanged (W = I, b = 0): within a few ulp of torch.tanh from tiny to saturated arguments, sign kept."""
+    width = 33  # two full vectors and a tail
+    magnitudes = torch.cat([torch.logspace(-30, 1.6, 3000, dtype=torch.float64), torch.tensor([0.0, 1e-45])])
+    z = torch.cat([magnitudes, -magnitudes]).to(dtype)
+    z = torch.cat([z, torch.zeros((-z.numel()) % width, dtype=dtype)]).view(1, -1, width)
+    layout = Layout(widths=(width, width, 1))
+    params = torch.zeros(layout.num_params, dtype=dtype)
+    layout.weight(params, 0).copy_(torch.eye(width, dtype=dtype))
+    _, inputs = kernels.forward(layout.widths, params.unsqueeze(0), z.contiguous(), keep=True)
+    hidden = inputs[1][..., :-1]
+    expected = torch.tanh(z)
+    ulp = torch.finfo(dtype).eps
+    torch.testing.assert_close(hidden, expected, rtol=4 * ulp, atol=torch.finfo(dtype).tiny)
+    nonzero = z != 0  # (the layer's product turns −0 into +0 before the tanh)
+    assert torch.equal(torch.signbit(hidden[nonzero]), torch.signbit(expected[nonzero]))
+    assert torch.all(inputs[1][..., -1] == 1.0)
+
+
+def test_arrays_still_held_are_never_reused(kernels):
+    recycler = mlp_kernels.Recycler()
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    first = recycler.take((4, 8), torch.float32)
+    recycler.release_with(owner, [first])
+    second = recycler.take((4, 8), torch.float32)
+    assert second.data_ptr() != first.data_ptr()  # the owner still holds `first`
+    del owner
+    gc.collect()
+    assert recycler.take((4, 8), torch.float32).data_ptr() == first.data_ptr()
+
+    # through the kernels: a linearization kept alive keeps its products while later ones are computed
+    theta, batch = build(SPEC, seed=4, dtype=torch.float32)
+    point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR)
+    v = torch.randn(point.gradient.shape, generator=torch.Generator().manual_seed(3))
+    before = point.kl_hvp(v).clone()
+    for shift in (0.01, 0.02):
+        other = gauss_newton.linearize({n: p + shift for n, p in theta.items()}, batch, trpo.surrogate, 0.1)
+        del other
+        gc.collect()
+    torch.testing.assert_close(point.kl_hvp(v), before, rtol=0, atol=0)
+
+
+def test_bad_input_is_refused(kernels):
+    theta, batch = build(SPEC, seed=5, dtype=torch.float32)
+    layout = Layout.of(theta)
+    flat = layout.flatten(theta)
+    observations = batch.post.flat("observations")
+    with pytest.raises(ValueError, match="contiguous CPU tensors of one dtype"):
+        kernels.forward(layout.widths, flat.unsqueeze(0).expand(5, -1), observations, keep=False)
+    with pytest.raises(ValueError, match="contiguous CPU tensors of one dtype"):
+        kernels.forward(layout.widths, flat.double().expand(5, -1).contiguous(), observations, keep=False)
+    with pytest.raises(ValueError, match="1 to 8 layers"):
+        kernels.forward((3,) * 10, flat, observations, keep=False)
+    with pytest.raises(RuntimeError, match="CPU tensors only"):
+        gauss_newton.fused_kernels(torch.device("meta"), fused=True)
+    assert gauss_newton.fused_kernels(torch.device("meta")) is None
+
+
+def test_library_builds_from_an_empty_cache_and_rebuilds_a_damaged_one(monkeypatch, tmp_path):
+    try:
+        monkeypatch.setenv("MAML_BENCH_CACHE", str(tmp_path / "empty"))
+        mlp_kernels.load.cache_clear()
+        assert mlp_kernels.load() is not None
+        assert [p.parent for p in tmp_path.rglob("*.so")] == [tmp_path / "empty" / "native"]
+
+        monkeypatch.setenv("MAML_BENCH_CACHE", str(tmp_path / "damaged"))
+        damaged = mlp_kernels.library_path()
+        damaged.parent.mkdir(parents=True)
+        damaged.write_bytes(b"not a shared library")
+        mlp_kernels.load.cache_clear()
+        assert mlp_kernels.load() is not None
+        assert damaged.read_bytes()[:4] == b"\x7fELF"
+    finally:
+        mlp_kernels.load.cache_clear()
+
+
+def test_falls_back_to_the_torch_passes_with_a_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("MAML_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    mlp_kernels.load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="torch passes"):
+            assert mlp_kernels.load() is None
+        assert not list(tmp_path.rglob("*.so"))
+        theta, batch = build(SPEC, seed=6)
+        point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR)  # default: falls back
+        assert point.fused is None and point.chunks
+        with pytest.raises(RuntimeError, match="must build"):
+            gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, fused=True)
+        monkeypatch.setenv(mlp_kernels.SWITCH_ENV_VAR, "0")
+        mlp_kernels.load.cache_clear()
+        assert mlp_kernels.load() is None
+    finally:
+        mlp_kernels.load.cache_clear()
