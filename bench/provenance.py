@@ -58,4 +58,14 @@ def host_info(device: str) -> dict[str, object]:
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    info["compiled"] = compiled_code()
     return info
+
+
+def compiled_code() -> dict[str, bool]:
+    """Which compiled pieces this process runs (each falls back to Python/torch, the same numbers up to
+    rounding, where it cannot be built or ``MAML_BENCH_NATIVE=0``)."""
+    from maml.envs import native_step  # imports mujoco: only when a run starts
+    from maml.native import mlp_kernels
+
+    return {"stepping_loop": native_step.load() is not None, "mlp_kernels": mlp_kernels.load() is not None}

@@ -354,6 +354,19 @@ def _surrogate_value(post: Episodes, mean: Tensor, log_std: Tensor, surrogate: S
     return surrogate(log_prob, post.flat("log_probs"), post.flat("advantages"), post.flat("mask")).mean()
 
 
+def _surrogate_derivatives(
+    post: Episodes, mean: Tensor, log_std: Tensor, surrogate: Surrogate
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The outer loss (detached) and its derivatives in θ''s means ``[T, M, act]`` and log-std ``[T, act]``:
+    the signal the backward passes carry into the network."""
+    mean = mean.detach().requires_grad_()
+    log_std = log_std.detach().requires_grad_()
+    with torch.enable_grad():
+        loss = _surrogate_value(post, mean, log_std, surrogate)
+        grad_mean, grad_log_std = torch.autograd.grad(loss, [mean, log_std])
+    return loss.detach(), grad_mean, grad_log_std
+
+
 def _kl_value(post: Episodes, mean: Tensor, log_std: Tensor) -> Tensor:
     """mean_i KL(π_sampled,i ‖ π_θ'_i) over the post-update samples, from θ''s means and log-std."""
     kl = policy.kl_divergence(post.flat("means"), post.log_std, mean, log_std)
@@ -430,11 +443,7 @@ def _fused_point(
         adapted, inner = _fused_adapt(kernels, layout, theta, batch.pre, inner_lr, keep=not first_order)
         mean, inputs = kernels.forward(layout.widths, adapted, _contiguous(post, "observations"), keep=True)
     adapted_log_std = layout.log_std(adapted)
-    mean_leaf = mean.requires_grad_()
-    log_std = adapted_log_std.detach().requires_grad_()
-    with torch.enable_grad():
-        loss = _surrogate_value(post, mean_leaf, log_std, surrogate)
-        grad_mean, grad_log_std = torch.autograd.grad(loss, [mean_leaf, log_std])
+    loss, grad_mean, grad_log_std = _surrogate_derivatives(post, mean, adapted_log_std, surrogate)
     with torch.no_grad():
         mean_weight, log_std_weight = _fisher_weights(post, adapted_log_std)
         fisher = mlp_kernels.Side(adapted, inputs, mean_weight.contiguous(), log_std_weight.contiguous())
@@ -583,11 +592,7 @@ def linearize(
         adapted, inner = _adapt(layout, flat_theta, batch.pre, inner_lr, not first_order, buffers)
         acts = mlp_passes.forward(layout, adapted, post.flat("observations"))
     adapted_log_std = layout.log_std(adapted)
-    mean = acts.mean.detach().requires_grad_()
-    log_std = adapted_log_std.detach().requires_grad_()
-    with torch.enable_grad():
-        loss = _surrogate_value(post, mean, log_std, surrogate)
-        grad_mean, grad_log_std = torch.autograd.grad(loss, [mean, log_std])
+    loss, grad_mean, grad_log_std = _surrogate_derivatives(post, acts.mean, adapted_log_std, surrogate)
     with torch.no_grad():
         mean_weight, log_std_weight = _fisher_weights(post, adapted_log_std)
         fisher = PostFisher(

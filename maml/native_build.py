@@ -15,10 +15,17 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from maml.cache import cache_dir
+
+SWITCH_ENV_VAR = "MAML_BENCH_NATIVE"
+"""Set to ``0`` to run without compiled code: the Python stepping loop and the torch passes."""
+
+T = TypeVar("T")
 
 
 def compiler() -> str:
@@ -61,3 +68,15 @@ def build_and_load(
     except OSError:  # a damaged cache entry (e.g. written by a full disk): build it again, once
         build(target, source, flags, libraries)
         return ctypes.CDLL(str(target))
+
+
+def load_or_warn(instead: str, load: Callable[[], T]) -> T | None:
+    """``load()``, or ``None`` when compiled code is switched off (:data:`SWITCH_ENV_VAR`) or cannot be built
+    or loaded; the latter warns once per caller (``instead`` says what runs in its place)."""
+    if os.environ.get(SWITCH_ENV_VAR, "1") == "0":
+        return None
+    try:
+        return load()
+    except (OSError, subprocess.SubprocessError) as error:
+        warnings.warn(f"maml-bench: {instead}: {error}", RuntimeWarning, stacklevel=3)
+        return None

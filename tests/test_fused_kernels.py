@@ -116,13 +116,14 @@ def test_arrays_still_held_are_never_reused(kernels):
         pass
 
     owner = Owner()
-    first = recycler.take((4, 8), torch.float32)
-    recycler.release_with(owner, [first])
-    second = recycler.take((4, 8), torch.float32)
-    assert second.data_ptr() != first.data_ptr()  # the owner still holds `first`
+    first, second = (recycler.take((4, 8), torch.float32) for _ in range(2))
+    recycler.release_with(owner, [first, second])
+    third = recycler.take((4, 8), torch.float32)
+    assert third.data_ptr() not in (first.data_ptr(), second.data_ptr())  # the owner still holds them
     del owner
     gc.collect()
-    assert recycler.take((4, 8), torch.float32).data_ptr() == first.data_ptr()
+    again = {recycler.take((4, 8), torch.float32).data_ptr() for _ in range(2)}
+    assert again == {first.data_ptr(), second.data_ptr()}  # both, although of one shape
 
     # through the kernels: a linearization kept alive keeps its products while later ones are computed
     theta, batch = build(SPEC, seed=4, dtype=torch.float32)
@@ -152,39 +153,16 @@ def test_bad_input_is_refused(kernels):
     assert gauss_newton.fused_kernels(torch.device("meta")) is None
 
 
-def test_library_builds_from_an_empty_cache_and_rebuilds_a_damaged_one(monkeypatch, tmp_path):
-    try:
-        monkeypatch.setenv("MAML_BENCH_CACHE", str(tmp_path / "empty"))
-        mlp_kernels.load.cache_clear()
-        assert mlp_kernels.load() is not None
-        assert [p.parent for p in tmp_path.rglob("*.so")] == [tmp_path / "empty" / "native"]
-
-        monkeypatch.setenv("MAML_BENCH_CACHE", str(tmp_path / "damaged"))
-        damaged = mlp_kernels.library_path()
-        damaged.parent.mkdir(parents=True)
-        damaged.write_bytes(b"not a shared library")
-        mlp_kernels.load.cache_clear()
-        assert mlp_kernels.load() is not None
-        assert damaged.read_bytes()[:4] == b"\x7fELF"
-    finally:
-        mlp_kernels.load.cache_clear()
-
-
-def test_falls_back_to_the_torch_passes_with_a_warning(monkeypatch, tmp_path):
+def test_linearization_falls_back_to_the_torch_passes(monkeypatch, tmp_path):
     monkeypatch.setenv("MAML_BENCH_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     mlp_kernels.load.cache_clear()
     try:
-        with pytest.warns(RuntimeWarning, match="torch passes"):
-            assert mlp_kernels.load() is None
-        assert not list(tmp_path.rglob("*.so"))
         theta, batch = build(SPEC, seed=6)
-        point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR)  # default: falls back
+        with pytest.warns(RuntimeWarning, match="run in torch"):
+            point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR)  # default: falls back
         assert point.fused is None and point.chunks
         with pytest.raises(RuntimeError, match="must build"):
             gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, fused=True)
-        monkeypatch.setenv(mlp_kernels.SWITCH_ENV_VAR, "0")
-        mlp_kernels.load.cache_clear()
-        assert mlp_kernels.load() is None
     finally:
         mlp_kernels.load.cache_clear()

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import subprocess
-import warnings
 from pathlib import Path
 
 import mujoco
@@ -28,7 +25,7 @@ import numpy as np
 from maml import native_build
 
 SOURCE = Path(__file__).with_name("native_step.c")
-SWITCH_ENV_VAR = "MAML_BENCH_NATIVE"
+SWITCH_ENV_VAR = native_build.SWITCH_ENV_VAR
 """Set to ``0`` to step in Python."""
 _ARGTYPES = [
     ctypes.c_void_p,  # const mjModel*
@@ -115,19 +112,13 @@ def build(target: Path) -> None:
 @functools.cache
 def load() -> NativeStep | None:
     """The C loop (built on first use), or ``None`` when it is switched off or cannot be built or loaded."""
-    if os.environ.get(SWITCH_ENV_VAR, "1") == "0":
-        return None
-    try:
+
+    def build_and_load() -> NativeStep:
         library = native_build.build_and_load(library_path(), SOURCE, _flags(), _libraries())
         built_for = library.maml_bench_native_abi()
         if built_for != mujoco.mj_version():
             raise OSError(f"built against MuJoCo {built_for}, running {mujoco.mj_version()}")
         return NativeStep(library)
-    except (OSError, subprocess.SubprocessError) as error:
-        warnings.warn(
-            f"maml-bench: MuJoCo simulations step in Python (slower, same results): the C loop is "
-            f"unavailable: {error}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return None
+
+    instead = "MuJoCo simulations step in Python (slower, same results): the C loop is unavailable"
+    return native_build.load_or_warn(instead, build_and_load)

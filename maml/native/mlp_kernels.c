@@ -15,8 +15,10 @@
  *   OP_FORWARD    mean_i = μ_{θ_i}(observations), keeping the layer inputs when `keep` is given;
  *   OP_BACKWARD   out_i = (∂μ/∂θ_i)ᵀ g_i on the fisher side's samples (g = vector [T, M, act]), the
  *                 log-std slot zero;
- * and, where asked, the sum over tasks. Same formulas as the torch passes, term by term (see their docstrings).
- * The constants (layer inputs with their ones column, backward signals, loss curvatures) come from torch. */
+ * and, where asked, the sum over tasks. Same formulas as the torch passes, term by term (see their docstrings);
+ * the constants kept by OP_ADAPT / OP_FORWARD (layer inputs with their ones column, backward signals, loss
+ * curvatures) have the torch passes' layouts. Only the surrogate's derivatives in μ and the log-std come from
+ * torch (maml/gauss_newton.py). */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -93,13 +95,6 @@ static const double INVERSE_FACTORIAL[14] = {
 #define EXPM1_DEGREE 8
 #define NAME(x) x##_f32
 #include "mlp_kernels_body.h"
-#undef NAME
-#undef EXPM1_DEGREE
-#undef TANH_CLAMP
-#undef EXPONENT_BIAS
-#undef MANTISSA_BITS
-#undef INT
-#undef REAL
 
 #define REAL double
 #define INT int64_t
@@ -109,10 +104,3 @@ static const double INVERSE_FACTORIAL[14] = {
 #define EXPM1_DEGREE 13
 #define NAME(x) x##_f64
 #include "mlp_kernels_body.h"
-#undef NAME
-#undef EXPM1_DEGREE
-#undef TANH_CLAMP
-#undef EXPONENT_BIAS
-#undef MANTISSA_BITS
-#undef INT
-#undef REAL

@@ -1,9 +1,12 @@
-"""The fused CPU kernels of ``mlp_kernels.c``: ``H_i u`` and ``J_i F_i J_i v`` tile by tile, in C.
+"""The fused CPU kernels of ``mlp_kernels.c``: every pass of a MAML-TRPO outer step, tile by tile, in C.
 
 :mod:`maml.gauss_newton`'s torch passes run each step of the R-operator chain over the whole batch, so on a
 CPU every intermediate makes a round trip to memory and the narrow output head's products are memory-bound.
 The C kernels push each task's samples through the whole chain a tile at a time (intermediates in cache)
-with the same formulas; torch still computes the constants (:func:`maml.gauss_newton.linearize`).
+with the same formulas: the inner adaptation keeping the constants of ``H_i`` (:meth:`MlpKernels.adapt`),
+the forward and backward passes over the post-update samples (:meth:`MlpKernels.forward`,
+:meth:`MlpKernels.backward`), ``H_i u`` and ``J_i F_i J_i v`` (:meth:`MlpKernels.run`). Torch only
+differentiates the surrogate in the mean and log-std (:func:`maml.gauss_newton.linearize`).
 
 The library is built on first use (``-O3 -march=native``, keyed by the CPU's instruction-set flags; see
 :mod:`maml.native_build`). Where it cannot be built, :func:`load` warns once and returns ``None``, and the
@@ -15,10 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 import platform
-import subprocess
-import warnings
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +30,7 @@ from maml import native_build
 
 SOURCE = Path(__file__).with_name("mlp_kernels.c")
 BODY = Path(__file__).with_name("mlp_kernels_body.h")
-SWITCH_ENV_VAR = "MAML_BENCH_NATIVE"
-"""Set to ``0`` to use the torch passes (and the Python stepping loop)."""
+SWITCH_ENV_VAR = native_build.SWITCH_ENV_VAR
 MAX_LAYERS = 8
 ABI_VERSION = 2
 OP_INNER_HVP, OP_KL_HVP, OP_ADAPT, OP_FORWARD, OP_BACKWARD = range(5)
@@ -111,23 +110,27 @@ class Recycler:
     page of it is faulted in and zeroed by the kernel on first write, which costs as much as the pass that
     fills it. :meth:`take` returns an array that an earlier owner has released, else a new one;
     :meth:`release_with` hands arrays back once their owner (a :class:`Side`, a :class:`Kept` list) has been
-    garbage-collected, so nothing still referenced is ever reused. At most one released array per shape and
-    dtype is held.
+    garbage-collected, so nothing still referenced is ever reused. At most :attr:`HELD` released arrays per
+    shape and dtype are held (a linearization takes up to six of one shape: hidden layers of equal widths).
     """
 
+    HELD = 8
+
     def __init__(self) -> None:
-        self._free: dict[tuple[tuple[int, ...], torch.dtype], Tensor] = {}
+        self._free: dict[tuple[tuple[int, ...], torch.dtype], list[Tensor]] = {}
 
     def take(self, shape: Sequence[int], dtype: torch.dtype) -> Tensor:
-        released = self._free.pop((tuple(shape), dtype), None)
-        return released if released is not None else torch.empty(tuple(shape), dtype=dtype)
+        released = self._free.get((tuple(shape), dtype))
+        return released.pop() if released else torch.empty(tuple(shape), dtype=dtype)
 
     def release_with(self, owner: object, tensors: Sequence[Tensor]) -> None:
         weakref.finalize(owner, self._give_back, list(tensors))
 
     def _give_back(self, tensors: list[Tensor]) -> None:
         for tensor in tensors:
-            self._free.setdefault((tuple(tensor.shape), tensor.dtype), tensor)
+            released = self._free.setdefault((tuple(tensor.shape), tensor.dtype), [])
+            if len(released) < self.HELD:
+                released.append(tensor)
 
 
 RECYCLER = Recycler()
@@ -333,18 +336,12 @@ class MlpKernels:
 @functools.cache
 def load() -> MlpKernels | None:
     """The kernels (built on first use), or ``None`` when switched off or they cannot be built or loaded."""
-    if os.environ.get(SWITCH_ENV_VAR, "1") == "0":
-        return None
-    try:
+
+    def build_and_load() -> MlpKernels:
         library = native_build.build_and_load(library_path(), SOURCE, FLAGS)
         if library.maml_bench_mlp_abi() // 1000 != ABI_VERSION:
             raise OSError("the cached library was built from another version of the source")
         return MlpKernels(library)
-    except (OSError, subprocess.SubprocessError) as error:
-        warnings.warn(
-            f"maml-bench: the KL Hessian-vector products run as torch passes (slower, same results): the "
-            f"fused C kernels are unavailable: {error}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return None
+
+    instead = "the MLP passes run in torch (slower, same results): the fused C kernels are unavailable"
+    return native_build.load_or_warn(instead, build_and_load)

@@ -1,6 +1,7 @@
 /* The body of mlp_kernels.c for one floating-point type: included once per type with
- *   REAL (float or double), NAME(x) (x with the type's suffix).
- * See mlp_kernels.c for what is computed and how. */
+ *   REAL (float or double), NAME(x) (x with the type's suffix), INT (the integer of REAL's width),
+ *   MANTISSA_BITS, EXPONENT_BIAS, TANH_CLAMP and EXPM1_DEGREE (see mlp_kernels.c),
+ * which it undefines at its end. See mlp_kernels.c for what is computed and how. */
 
 typedef REAL NAME(vec) __attribute__((vector_size(VBYTES)));
 typedef REAL NAME(uvec) __attribute__((vector_size(VBYTES), aligned(sizeof(REAL)))); /* unaligned */
@@ -584,3 +585,10 @@ int NAME(maml_bench_run)(const Request *q) {
   return status;
 }
 #undef VLEN
+#undef EXPM1_DEGREE
+#undef TANH_CLAMP
+#undef EXPONENT_BIAS
+#undef MANTISSA_BITS
+#undef INT
+#undef NAME
+#undef REAL
