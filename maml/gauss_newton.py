@@ -419,11 +419,15 @@ def _fused_adapt(
 
 @dataclass(frozen=True)
 class _FusedPoint:
+    """What the fused passes at θ leave: the meta-gradient and loss, and what :func:`linearize` keeps."""
+
     gradient: Tensor
     loss: Tensor
-    kl: float
-    entropy: float
-    product: FusedProduct
+    mean: Tensor
+    """θ''s post-update means ``[T, M, act]``."""
+    adapted_log_std: Tensor
+    inner: mlp_kernels.Side | None
+    fisher: mlp_kernels.Side
 
 
 def _fused_point(
@@ -437,7 +441,7 @@ def _fused_point(
 ) -> _FusedPoint:
     """:func:`linearize`'s passes by the fused kernels: adapt (keeping ``H_i``'s constants), forward and
     backward over the post-update samples, ``Σ_i J_i g_i``; the surrogate's derivatives in μ and the log-std
-    by autograd, as in the torch path."""
+    by autograd, as in the torch path. No host synchronisation."""
     post = batch.post
     with torch.no_grad():
         adapted, inner = _fused_adapt(kernels, layout, theta, batch.pre, inner_lr, keep=not first_order)
@@ -461,13 +465,7 @@ def _fused_point(
                 total=torch.empty_like(gradient),
             )
             gradient.add_(hessian_part, alpha=-inner_lr)
-        return _FusedPoint(
-            gradient=gradient,
-            loss=loss.detach(),
-            kl=_kl_value(post, mean, adapted_log_std).item(),
-            entropy=policy.entropy(adapted_log_std).mean().item(),
-            product=FusedProduct(kernels, layout, inner, fisher, inner_lr),
-        )
+    return _FusedPoint(gradient, loss, mean, adapted_log_std, inner, fisher)
 
 
 def meta_gradient(
@@ -582,10 +580,10 @@ def linearize(
             chunks=(),
             buffers=Buffers(),
             loss=point.loss.item(),
-            kl=point.kl,
-            entropy=point.entropy,
+            kl=_kl_value(post, point.mean, point.adapted_log_std).item(),
+            entropy=policy.entropy(point.adapted_log_std).mean().item(),
             gradient=point.gradient,
-            fused=point.product,
+            fused=FusedProduct(kernels, layout, point.inner, point.fisher, inner_lr),
         )
     buffers = Buffers()
     with torch.no_grad():
