@@ -20,6 +20,11 @@ INNER_LR = 0.1
 SPEC = SyntheticSpec(
     num_tasks=5, episodes=3, horizon=50, obs_dim=7, act_dim=3, hidden_sizes=(37, 20), padded=True
 )
+# a hidden layer narrower than one vector (its weight gradient accumulated transposed, as the head's usually
+# is) and a head wider than one vector but not a multiple of it (δ rows copied to padded rows)
+NARROW_HIDDEN = SyntheticSpec(
+    num_tasks=3, episodes=2, horizon=45, obs_dim=11, act_dim=17, hidden_sizes=(5, 40), padded=True
+)
 TOLERANCE = {torch.float64: 1e-11, torch.float32: 2e-5}
 
 pytestmark = pytest.mark.skipif(
@@ -38,10 +43,11 @@ def kernels():
     return loaded
 
 
+@pytest.mark.parametrize("spec", [SPEC, NARROW_HIDDEN], ids=["odd-widths", "narrow-hidden"])
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_fused_linearization_equals_torch_passes(kernels, dtype, first_order):
-    theta, batch = build(SPEC, seed=1, dtype=dtype)
+def test_fused_linearization_equals_torch_passes(kernels, dtype, first_order, spec):
+    theta, batch = build(spec, seed=1, dtype=dtype)
     fused = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, first_order, fused=True)
     reference = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, first_order, fused=False)
     assert fused.fused is not None and reference.fused is None

@@ -110,7 +110,7 @@ typedef struct {
 /* Scratch of one thread: padded parameters, per-layer gradient blocks and the tile's intermediates. */
 typedef struct {
   NAME(Padded) theta, tangent;
-  REAL *gradient[MAX_LAYERS]; /* [in + 1, pad(out)] */
+  REAL *gradient[MAX_LAYERS]; /* [in + 1, pad(out)]; a narrow layer's transposed, [out, pad(in + 1)] */
   REAL *r_z[MAX_LAYERS];      /* R{z_k} [TILE, pad(out_k)] */
   REAL *r_x[MAX_LAYERS];      /* R{x_k} [TILE, pad(in_k)], k ≥ 1 */
   REAL *r_delta, *r_delta_x;  /* [TILE, pad(max width)] */
@@ -121,6 +121,15 @@ typedef struct {
 } NAME(Scratch);
 
 static long NAME(pad)(long n) { return (n + VLEN - 1) / VLEN * VLEN; }
+
+/* A layer narrower than one vector (the Gaussian head): its weight gradient is accumulated transposed,
+ * Dᵀ X with vectors along X's columns, instead of Xᵀ D with most lanes of each vector padding. */
+static int NAME(narrow)(const Net *net, int k) { return net->widths[k + 1] < VLEN; }
+
+static long NAME(gradient_size)(const Net *net, int k) {
+  long in = net->widths[k], out = net->widths[k + 1];
+  return NAME(narrow)(net, k) ? out * NAME(pad)(in + 1) : (in + 1) * NAME(pad)(out);
+}
 
 /* Ask for the `count` elements at `p` to be brought into L2: the same row of the next tile, requested while
  * this one computes, so that the first touch of each constant does not wait on memory. (A prefetch past the
@@ -182,7 +191,7 @@ static int NAME(scratch_alloc)(const Net *net, NAME(Scratch) *s) {
   for (int k = 0; k <= net->num_layers; k++) widest = net->widths[k] > widest ? net->widths[k] : widest;
   for (int k = 0; k < net->num_layers; k++) {
     long in = net->widths[k], out = net->widths[k + 1];
-    s->gradient[k] = NAME(zeros)((in + 1) * NAME(pad)(out), &failed);
+    s->gradient[k] = NAME(zeros)(NAME(gradient_size)(net, k), &failed);
     s->r_z[k] = NAME(zeros)(TILE * NAME(pad)(out), &failed);
     s->r_x[k] = k > 0 ? NAME(zeros)(TILE * NAME(pad)(in), &failed) : NULL;
     s->inputs[k] = NAME(zeros)(TILE * (in + 1), &failed);
@@ -219,13 +228,19 @@ static void NAME(gradient_store)(const Net *net, const NAME(Scratch) *s, REAL *f
   for (int k = 0; k < net->num_layers; k++) {
     long in = net->widths[k], out = net->widths[k + 1], po = NAME(pad)(out);
     REAL *dst = flat + NAME(layer_offset)(net, k);
+    if (NAME(narrow)(net, k)) {
+      long pu = NAME(pad)(in + 1);
+      for (long r = 0; r <= in; r++)
+        for (long c = 0; c < out; c++) dst[r * out + c] = s->gradient[k][c * pu + r];
+      continue;
+    }
     for (long r = 0; r <= in; r++) memcpy(dst + r * out, s->gradient[k] + r * po, (size_t)out * sizeof(REAL));
   }
 }
 
 static void NAME(gradient_zero)(const Net *net, NAME(Scratch) *s) {
   for (int k = 0; k < net->num_layers; k++)
-    memset(s->gradient[k], 0, (size_t)((net->widths[k] + 1) * NAME(pad)(net->widths[k + 1])) * sizeof(REAL));
+    memset(s->gradient[k], 0, (size_t)NAME(gradient_size)(net, k) * sizeof(REAL));
 }
 
 /* R-forward over one tile of `rows` samples: R{z_k} = X_k U_k + R{x_k} W_k, R{x_k} = tanh'(z_{k−1}) R{z_{k−1}}
@@ -250,11 +265,25 @@ static void NAME(r_forward)(const Net *net, NAME(Scratch) *s, const REAL *const 
   }
 }
 
-/* gradient_k += X_kᵀ · D for a tile (D [rows, pad(out)], rows `ld` apart): the weight-gradient product. */
-static void NAME(add_outer)(const Net *net, NAME(Scratch) *s, int k, const REAL *x, long x_cols, long x_rows_used,
+/* gradient_k += X_kᵀ · D for a tile (X [rows, x_cols] of which the first `used` columns count; D [rows, out],
+ * rows `ld` apart, padded to pad(out) unless the layer is narrow): the weight-gradient product. */
+static void NAME(add_outer)(const Net *net, NAME(Scratch) *s, int k, const REAL *x, long x_cols, long used,
                             const REAL *d, long ld, long rows) {
-  long po = NAME(pad)(net->widths[k + 1]);
-  NAME(gemm)(x_rows_used, po, rows, x, 1, x_cols, d, ld, s->gradient[k], po, 1);
+  long in = net->widths[k], out = net->widths[k + 1];
+  if (NAME(narrow)(net, k)) { /* gradient_kᵀ += Dᵀ X: whole vectors of X's columns, then the odd ones */
+    long pu = NAME(pad)(in + 1), whole = used / VLEN * VLEN;
+    REAL *gradient = s->gradient[k];
+    if (whole > 0) NAME(gemm)(out, whole, rows, d, 1, ld, x, x_cols, gradient, pu, 1);
+    for (long c = whole; c < used; c++)
+      for (long j = 0; j < out; j++) {
+        REAL sum = 0;
+        for (long i = 0; i < rows; i++) sum += d[i * ld + j] * x[i * x_cols + c];
+        gradient[j * pu + c] += sum;
+      }
+    return;
+  }
+  long po = NAME(pad)(out);
+  NAME(gemm)(used, po, rows, x, 1, x_cols, d, ld, s->gradient[k], po, 1);
 }
 
 /* H_i u for one task: the inner loss's exact Hessian-vector product (R-forward, then R-backward, tile by tile).
@@ -299,7 +328,7 @@ static void NAME(inner_hvp_task)(const Net *net, const Side *side, long task, NA
       if (k == 0) break;
       const REAL *d = delta[k];
       long ld = out;
-      if (out % VLEN != 0) {
+      if (out % VLEN != 0 && !NAME(narrow)(net, k)) { /* rows padded for the vector loads of add_outer */
         for (long i = 0; i < rows; i++) memcpy(s->delta_tile + i * po, d + i * out, (size_t)out * sizeof(REAL));
         d = s->delta_tile;
         ld = po;
