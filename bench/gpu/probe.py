@@ -1,6 +1,7 @@
 """GPU probe of the meta-gradient kernel: eager launches against CUDA-graph replay, and the whole TRPO step
 with and without per-step graph capture (T=40 and garage's T=20, N=4000). Writes ``probe.json`` into the
-folder given as the first argument, and prints a kernel-time profile of the eager KL-HVP.
+folder given as the first argument, and kernel-time profiles of the eager KL-HVP and meta-gradient
+(``profile-*.txt`` there, and printed).
 
 Run on a CUDA machine from the repository root: ``python bench/gpu/probe.py results/bench`` (the device
 script ``bench/gpu/run.sh`` runs it with the tests and the benchmark suite).
@@ -79,16 +80,26 @@ def probe(name: str) -> dict[str, float]:
     }
 
 
-def kernel_profile() -> str:
-    """Where five eager KL-HVPs (T=40) spend their GPU time."""
+def kernel_profiles() -> dict[str, str]:
+    """Where five eager KL-HVPs and five eager meta-gradients (T=40) spend their GPU time, op by op: what to
+    fuse or drop next."""
     theta, batch = problem(SIZES["t40"], "cuda")
     point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR)
-    vector = torch.randn(point.gradient.shape, device="cuda")
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            point.kl_hvp(vector)
+    vector = torch.randn_like(point.gradient)
+    calls: dict[str, Callable[[], object]] = {
+        "kl-hvp": lambda: point.kl_hvp(vector),
+        "meta-gradient": lambda: gauss_newton.meta_gradient_tensors(theta, batch, trpo.surrogate, INNER_LR),
+    }
+    tables = {}
+    for name, call in calls.items():
+        call()
         torch.cuda.synchronize()
-    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=14)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                call()
+            torch.cuda.synchronize()
+        tables[name] = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
+    return tables
 
 
 def main(out: Path) -> None:
@@ -97,7 +108,9 @@ def main(out: Path) -> None:
         results[name] = probe(name)
         print(name, json.dumps(results[name]), flush=True)
     (out / "probe.json").write_text(json.dumps(results, indent=1))
-    print(kernel_profile())
+    for name, table in kernel_profiles().items():
+        (out / f"profile-{name}.txt").write_text(table)
+        print(f"{name} (5 calls, T=40):\n{table}")
 
 
 if __name__ == "__main__":
