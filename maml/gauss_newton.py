@@ -117,7 +117,7 @@ class InnerCurvature:
     deltas: tuple[Tensor, ...]
     """``δ_k = ∂L/∂z_k [T, M, out_k]`` of the inner loss."""
     tanh_curvature: tuple[Tensor, ...]
-    """``q_k = −2 x_{k+1} ⊙ δ_k`` for the hidden layers (the R-backward's slope term)."""
+    """``q_k = x_{k+1} ⊙ δ_k`` for the hidden layers (the R-backward's slope term is ``−2 q_k ⊙ R{z_k}``)."""
     mean_curvature: Tensor
     """``c [T, M, act]``."""
     cross_curvature: Tensor
@@ -175,9 +175,9 @@ def _inner_step(
         deltas=tuple(deltas),
         tanh_curvature=tuple(
             torch.mul(
-                x[..., :-1], delta, out=mlp_passes.take(store, f"tanh_curvature{k}", delta.shape, delta)
-            ).mul_(-2.0)
-            for k, (x, delta) in enumerate(zip(acts.inputs[1:], deltas[:-1], strict=True))
+                acts.hidden(k), delta, out=mlp_passes.take(store, f"tanh_curvature{k}", delta.shape, delta)
+            )
+            for k, delta in enumerate(deltas[:-1])
         ),
         mean_curvature=mean_curvature,
         cross_curvature=2.0 * weighted_residual,

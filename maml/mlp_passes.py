@@ -11,7 +11,9 @@ column of ones, ``X_k = [x_k, 1]  [T, M, in_k + 1]``, so that ``z_k = X_k A_k`` 
 (bias included) are single batched products that read and write the flat vectors in place: no bias
 broadcasts, no separate bias reductions, no per-parameter bookkeeping.
 
-- :func:`forward` keeps what the other passes reuse: each ``X_k`` and each tanh slope ``1 − x_{k+1}²``.
+- :func:`forward` keeps what the other passes reuse: each ``X_k``. The tanh slopes ``1 − x_{k+1}²`` are not
+  stored: every pass that needs one multiplies by it in a single fused element-wise step
+  (:meth:`Activations.times_slope`).
 - :func:`backward` is the vector-Jacobian product ``(∂μ/∂θ)ᵀ g``: gradients per task or summed over tasks.
 - :func:`r_forward` is the Jacobian-vector product ``R{z_k} = (∂z_k/∂θ) u`` (Pearlmutter 1994, §4).
 - :func:`r_backward` is ``R{∇_θ ℓ}`` for a loss of the mean, the exact Hessian-vector product
@@ -130,16 +132,22 @@ class Activations:
 
     inputs: tuple[Tensor, ...]
     """``X_k = [x_k, 1]``: each layer's input with a column of ones, ``[T, M, in_k + 1]``."""
-    slopes: tuple[Tensor, ...]
-    """``tanh'(z_k) = 1 − x_{k+1}²`` for the hidden layers ``k = 0 .. L−2``, ``[T, M, out_k]``."""
     mean: Tensor
     """``μ = z_{L−1}``, ``[T, M, act]``."""
+
+    def hidden(self, k: int) -> Tensor:
+        """``x_{k+1} = tanh(z_k)`` of the hidden layer ``k`` (a view of the next input, ``[T, M, out_k]``)."""
+        return self.inputs[k + 1][..., :-1]
+
+    def times_slope(self, values: Tensor, k: int, out: Tensor) -> Tensor:
+        """``values ⊙ tanh'(z_k) = values ⊙ (1 − x_{k+1}²)`` into ``out`` (``values`` itself allowed): one
+        fused element-wise pass reading the layer's output, so no slopes are stored."""
+        return torch.ops.aten.tanh_backward.grad_input(values, self.hidden(k), grad_input=out)
 
     def tasks(self, start: int, stop: int) -> Activations:
         """The same activations for tasks ``start .. stop − 1`` (views)."""
         return Activations(
             inputs=tuple(x[start:stop] for x in self.inputs),
-            slopes=tuple(s[start:stop] for s in self.slopes),
             mean=self.mean[start:stop],
         )
 
@@ -178,19 +186,13 @@ def forward(layout: Layout, params: Tensor, obs: Tensor, buffers: Buffers | None
     other passes reuse. Fresh tensors (constants for the caller to keep) unless ``buffers`` are given."""
     num_tasks = obs.shape[0]
     x = with_ones(obs, "forward_x0", buffers)
-    inputs, slopes = [x], []
+    inputs = [x]
     for k in range(layout.num_layers - 1):
         width = layout.widths[k + 1]
         z = take(buffers, "forward_z", (*x.shape[:-1], width), x)
         torch.bmm(x, _batched(layout.layer(params, k), num_tasks), out=z)
         x = _ones_input(z.shape, f"forward_x{k + 1}", z, buffers)
-        hidden = torch.tanh(z, out=x[..., :-1])  # straight into the next input: no copy pass
-        slope = take(buffers, f"forward_slope{k}", hidden.shape, hidden)
-        slopes.append(
-            torch.addcmul(
-                torch.ones((), dtype=z.dtype, device=z.device), hidden, hidden, value=-1.0, out=slope
-            )
-        )
+        torch.tanh(z, out=x[..., :-1])  # straight into the next input: no copy pass
         inputs.append(x)
     last = layout.num_layers - 1
     mean = torch.bmm(
@@ -198,7 +200,7 @@ def forward(layout: Layout, params: Tensor, obs: Tensor, buffers: Buffers | None
         _batched(layout.layer(params, last), num_tasks),
         out=take(buffers, "forward_mean", (*x.shape[:-1], layout.widths[-1]), x),
     )
-    return Activations(inputs=tuple(inputs), slopes=tuple(slopes), mean=mean)
+    return Activations(inputs=tuple(inputs), mean=mean)
 
 
 def mean_only(layout: Layout, params: Tensor, obs: Tensor, buffers: Buffers) -> Tensor:
@@ -308,10 +310,10 @@ def backward(
         delta = deltas[k]
         _layer_gradient(out, k, layout, buffers, acts.inputs[k], delta)
         if k > 0:
-            slope = acts.slopes[k - 1]
-            previous = take(delta_store, f"backward{k - 1}", slope.shape, slope)
+            hidden = acts.hidden(k - 1)
+            previous = take(delta_store, f"backward{k - 1}", hidden.shape, hidden)
             weight = _batched(layout.weight(params, k), num_tasks).transpose(1, 2)
-            deltas[k - 1] = torch.bmm(delta, weight, out=previous).mul_(slope)
+            deltas[k - 1] = acts.times_slope(torch.bmm(delta, weight, out=previous), k - 1, previous)
     return deltas
 
 
@@ -335,8 +337,7 @@ def r_forward(
             out.baddbmm_(r_x[-1], _batched(layout.weight(params, k), num_tasks))
         r_z.append(out)
         if k < layout.num_layers - 1:
-            slope = acts.slopes[k]
-            r_x.append(torch.mul(out, slope, out=buffers.take(f"r_x{k + 1}", slope.shape, slope)))
+            r_x.append(acts.times_slope(out, k, buffers.take(f"r_x{k + 1}", out.shape, out)))
     return r_z, r_x
 
 
@@ -357,8 +358,8 @@ def r_backward(
     the layer views of ``out`` (``[T, P]`` per task or ``[P]`` summed; the log-std slot is left alone).
 
     With ``δ_{k−1} = (δ_k W_kᵀ) ⊙ (1 − x_k²)``: ``R{∂ℓ/∂A_k} = X_kᵀ R{δ_k} + [R{x_k}ᵀ δ_k; 0]``,
-    ``R{δ_{k−1}} = (R{δ_k} W_kᵀ + δ_k dW_kᵀ) ⊙ (1 − x_k²) + q_{k−1} ⊙ R{z_{k−1}}`` with the constants
-    ``q_{k−1} = −2 x_k ⊙ δ_{k−1}`` (``tanh_curvature``, from the slope's derivative). ``r_delta_out`` is
+    ``R{δ_{k−1}} = (R{δ_k} W_kᵀ + δ_k dW_kᵀ) ⊙ (1 − x_k²) − 2 q_{k−1} ⊙ R{z_{k−1}}`` with the constants
+    ``q_{k−1} = x_k ⊙ δ_{k−1}`` (``tanh_curvature``, from the slope's derivative). ``r_delta_out`` is
     ``R{δ_{L−1}} = R{∂ℓ/∂μ}``, which the loss supplies.
     """
     num_tasks = r_delta_out.shape[0]
@@ -368,8 +369,10 @@ def r_backward(
         _layer_gradient(out, k, layout, buffers, acts.inputs[k], r_delta, extra)
         if k == 0:
             break
-        slope = acts.slopes[k - 1]
-        r_delta_x = buffers.take(f"r_delta{k - 1}", slope.shape, slope)
+        hidden = acts.hidden(k - 1)
+        r_delta_x = buffers.take(f"r_delta{k - 1}", hidden.shape, hidden)
         torch.bmm(deltas[k], _batched(layout.weight(tangent, k), num_tasks).transpose(1, 2), out=r_delta_x)
         r_delta_x.baddbmm_(r_delta, _batched(layout.weight(params, k), num_tasks).transpose(1, 2))
-        r_delta = r_delta_x.mul_(slope).addcmul_(tanh_curvature[k - 1], r_z[k - 1])
+        r_delta = acts.times_slope(r_delta_x, k - 1, r_delta_x).addcmul_(
+            tanh_curvature[k - 1], r_z[k - 1], value=-2.0
+        )
