@@ -267,6 +267,32 @@ def _add_outer_(out: Tensor, x: Tensor, delta: Tensor) -> None:
         out.baddbmm_(x.transpose(1, 2), delta)
 
 
+def _summed_outer(
+    target: Tensor, k: int, buffers: Buffers, x: Tensor, delta: Tensor, extra: tuple[Tensor, Tensor] | None
+) -> None:
+    """``target = Σ_i X_iᵀ δ_i (+ [r_iᵀ δ'_i; 0])`` over every task: the samples cut into groups (a task each,
+    or its split-K segments on a GPU), one batched product per term into the same partial sums, then a
+    single sum over the groups."""
+    groups = x.shape[0] * split_k_segments(x)
+
+    def grouped(t: Tensor) -> Tensor:
+        return t.reshape(groups, -1, t.shape[-1])
+
+    narrow = _narrow(x, delta)  # (δᵀ X)ᵀ: the narrow operand in the rows
+    shape = (groups, *(target.shape[::-1] if narrow else target.shape))
+    parts = buffers.take(f"layer_gradient{k}", shape, x)
+    if narrow:
+        torch.bmm(grouped(delta).transpose(1, 2), grouped(x), out=parts)
+        if extra is not None:
+            parts[..., :-1].baddbmm_(grouped(extra[1]).transpose(1, 2), grouped(extra[0]))
+        torch.sum(parts, 0, out=target.transpose(0, 1))
+        return
+    torch.bmm(grouped(x).transpose(1, 2), grouped(delta), out=parts)
+    if extra is not None:
+        parts[:, :-1].baddbmm_(grouped(extra[0]).transpose(1, 2), grouped(extra[1]))
+    torch.sum(parts, 0, out=target)
+
+
 def _layer_gradient(
     out: Tensor,
     k: int,
@@ -279,14 +305,12 @@ def _layer_gradient(
     """``∂ℓ/∂A_k = X_kᵀ δ_k`` (plus ``extra = (r_x, δ')``: ``+ [r_xᵀ δ'; 0]``) into the flat ``out``:
     per task when ``out`` is ``[T, P]``, summed over tasks when it is ``[P]``."""
     target = layout.layer(out, k)
-    per_task = (
-        target if out.dim() == 2 else buffers.take(f"layer_gradient{k}", (x.shape[0], *target.shape), x)
-    )
-    _write_outer(per_task, x, delta)
-    if extra is not None:
-        _add_outer_(per_task[:, :-1], *extra)
     if out.dim() == 1:
-        torch.sum(per_task, 0, out=target)
+        _summed_outer(target, k, buffers, x, delta, extra)
+        return
+    _write_outer(target, x, delta)
+    if extra is not None:
+        _add_outer_(target[:, :-1], *extra)
 
 
 def backward(
