@@ -237,60 +237,52 @@ def split_k_segments(x: Tensor) -> int:
     return next((s for s in (16, 8, 4, 2) if samples % s == 0 and samples // s >= GPU_SEGMENT_SAMPLES), 1)
 
 
-def outer_split(x: Tensor, delta: Tensor, segments: int) -> Tensor:
-    """``Xᵀ δ`` per task ``[T, in, out]`` as the sum of ``segments`` partial products over slices of ``M``."""
-    num_tasks, samples = x.shape[:2]
-    rows = num_tasks * segments, samples // segments
-    parts = torch.bmm(x.reshape(*rows, x.shape[-1]).transpose(1, 2), delta.reshape(*rows, delta.shape[-1]))
-    return parts.view(num_tasks, segments, *parts.shape[1:]).sum(1)
+def _direct_outer(target: Tensor, x: Tensor, delta: Tensor, extra: tuple[Tensor, Tensor] | None) -> None:
+    """``target = Xᵀ δ (+ [r_xᵀ δ'; 0])`` per task ``[T, in + 1, out]``, one GEMM per task and term."""
+    if _narrow(x, delta):  # (δᵀ X)ᵀ: the narrow operand in the rows
+        torch.bmm(delta.transpose(1, 2), x, out=target.transpose(1, 2))
+        if extra is not None:
+            target[:, :-1].transpose(1, 2).baddbmm_(extra[1].transpose(1, 2), extra[0])
+        return
+    torch.bmm(x.transpose(1, 2), delta, out=target)
+    if extra is not None:
+        target[:, :-1].baddbmm_(extra[0].transpose(1, 2), extra[1])
 
 
-def _write_outer(out: Tensor, x: Tensor, delta: Tensor) -> None:
-    """``out = Xᵀ δ`` per task, ``out [T, in + 1, out]`` (a view of a flat vector, written in place)."""
-    segments = split_k_segments(x)
-    if segments > 1:
-        out.copy_(outer_split(x, delta, segments))
-    elif _narrow(x, delta):
-        torch.bmm(delta.transpose(1, 2), x, out=out.transpose(1, 2))
-    else:
-        torch.bmm(x.transpose(1, 2), delta, out=out)
-
-
-def _add_outer_(out: Tensor, x: Tensor, delta: Tensor) -> None:
-    """``out += xᵀ δ`` per task, in place."""
-    segments = split_k_segments(x)
-    if segments > 1:
-        out.add_(outer_split(x, delta, segments))
-    elif _narrow(x, delta):
-        out.transpose(1, 2).baddbmm_(delta.transpose(1, 2), x)
-    else:
-        out.baddbmm_(x.transpose(1, 2), delta)
-
-
-def _summed_outer(
-    target: Tensor, k: int, buffers: Buffers, x: Tensor, delta: Tensor, extra: tuple[Tensor, Tensor] | None
+def _grouped_outer(
+    target: Tensor,
+    k: int,
+    buffers: Buffers,
+    x: Tensor,
+    delta: Tensor,
+    extra: tuple[Tensor, Tensor] | None,
+    segments: int,
 ) -> None:
-    """``target = Σ_i X_iᵀ δ_i (+ [r_iᵀ δ'_i; 0])`` over every task: the samples cut into groups (a task each,
-    or its split-K segments on a GPU), one batched product per term into the same partial sums, then a
-    single sum over the groups."""
-    groups = x.shape[0] * split_k_segments(x)
+    """:func:`_direct_outer` by groups of samples: each task cut into ``segments`` (split-K), one batched
+    product per term into the same partial sums, then one sum, per task (``target [T, in + 1, out]``) or
+    over every task (``target [in + 1, out]``)."""
+    num_tasks = x.shape[0]
+    groups = num_tasks * segments
 
     def grouped(t: Tensor) -> Tensor:
         return t.reshape(groups, -1, t.shape[-1])
 
-    narrow = _narrow(x, delta)  # (δᵀ X)ᵀ: the narrow operand in the rows
-    shape = (groups, *(target.shape[::-1] if narrow else target.shape))
-    parts = buffers.take(f"layer_gradient{k}", shape, x)
+    narrow = _narrow(x, delta)
+    block = (delta.shape[-1], x.shape[-1]) if narrow else (x.shape[-1], delta.shape[-1])
+    parts = buffers.take(f"layer_gradient{k}", (groups, *block), x)
     if narrow:
         torch.bmm(grouped(delta).transpose(1, 2), grouped(x), out=parts)
         if extra is not None:
             parts[..., :-1].baddbmm_(grouped(extra[1]).transpose(1, 2), grouped(extra[0]))
-        torch.sum(parts, 0, out=target.transpose(0, 1))
-        return
-    torch.bmm(grouped(x).transpose(1, 2), grouped(delta), out=parts)
-    if extra is not None:
-        parts[:, :-1].baddbmm_(grouped(extra[0]).transpose(1, 2), grouped(extra[1]))
-    torch.sum(parts, 0, out=target)
+    else:
+        torch.bmm(grouped(x).transpose(1, 2), grouped(delta), out=parts)
+        if extra is not None:
+            parts[:, :-1].baddbmm_(grouped(extra[0]).transpose(1, 2), grouped(extra[1]))
+    result = target.transpose(-1, -2) if narrow else target
+    if target.dim() == 3:
+        torch.sum(parts.view(num_tasks, segments, *block), 1, out=result)
+    else:
+        torch.sum(parts, 0, out=result)
 
 
 def _layer_gradient(
@@ -305,12 +297,11 @@ def _layer_gradient(
     """``∂ℓ/∂A_k = X_kᵀ δ_k`` (plus ``extra = (r_x, δ')``: ``+ [r_xᵀ δ'; 0]``) into the flat ``out``:
     per task when ``out`` is ``[T, P]``, summed over tasks when it is ``[P]``."""
     target = layout.layer(out, k)
-    if out.dim() == 1:
-        _summed_outer(target, k, buffers, x, delta, extra)
-        return
-    _write_outer(target, x, delta)
-    if extra is not None:
-        _add_outer_(target[:, :-1], *extra)
+    segments = split_k_segments(x)
+    if out.dim() == 2 and segments == 1:
+        _direct_outer(target, x, delta, extra)
+    else:
+        _grouped_outer(target, k, buffers, x, delta, extra, segments)
 
 
 def backward(

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import build
 
-from maml import gauss_newton, meta, mlp_passes, oracle, ppo, trpo
+from maml import gauss_newton, meta, mlp_passes, oracle, policy, ppo, trpo
 from maml.config import MAMLConfig, TRPOConfig
 from maml.synthetic import SyntheticSpec
 
@@ -238,13 +238,45 @@ def test_graph_capture_refuses_cpu_tensors():
 
 
 @pytest.mark.parametrize("segments", [2, 4, 8])
-def test_split_k_outer_product_equals_one_gemm(segments):
+def test_split_k_weight_gradients_equal_one_gemm_per_task(monkeypatch, segments):
+    """The GPU's split-K weight gradients (forced on CPU): per task and summed over tasks, the narrow head
+    included, equal to one GEMM per task and term."""
     gen = torch.Generator().manual_seed(4)
-    x = torch.randn(3, 64, 5, generator=gen, dtype=torch.float64)
-    delta = torch.randn(3, 64, 7, generator=gen, dtype=torch.float64)
-    reference = torch.bmm(x.transpose(1, 2), delta)
-    torch.testing.assert_close(mlp_passes.outer_split(x, delta, segments), reference, rtol=1e-12, atol=1e-12)
-    assert mlp_passes.split_k_segments(x) == 1  # CPU: one GEMM per task
+    theta = policy.init_params(5, 2, (8, 8), gen, dtype=torch.float64)
+    layout = mlp_passes.Layout.of(theta)
+    flat = layout.flatten(theta)
+    obs = torch.randn(3, 64, 5, generator=gen, dtype=torch.float64)
+    acts = mlp_passes.forward(layout, flat, obs)
+    signal = torch.randn(3, 64, 2, generator=gen, dtype=torch.float64)
+    tangent = torch.randn(layout.num_params, generator=gen, dtype=torch.float64)
+
+    def gradients() -> tuple[torch.Tensor, ...]:
+        per_task = torch.zeros(3, layout.num_params, dtype=torch.float64)
+        summed = torch.zeros(layout.num_params, dtype=torch.float64)
+        buffers = mlp_passes.Buffers()
+        deltas = mlp_passes.backward(layout, acts, flat, signal, per_task, buffers, None)
+        mlp_passes.backward(layout, acts, flat, signal, summed, buffers, None)
+        r_z, r_x = mlp_passes.r_forward(layout, acts, flat, tangent, buffers)
+        curvature = [
+            torch.randn(d.shape, generator=torch.Generator().manual_seed(6), dtype=d.dtype) for d in deltas
+        ]
+        products = []
+        for out in (
+            torch.zeros(3, layout.num_params, dtype=torch.float64),
+            torch.zeros(layout.num_params, dtype=torch.float64),
+        ):
+            mlp_passes.r_backward(
+                layout, acts, flat, deltas, curvature[:-1], tangent, r_z, r_x, signal, out, buffers
+            )
+            products.append(out)
+        return per_task, summed, *products
+
+    plain = gradients()
+    assert mlp_passes.split_k_segments(obs) == 1  # CPU: one GEMM per task
+    monkeypatch.setattr(mlp_passes, "split_k_segments", lambda x: segments)
+    for split, reference in zip(gradients(), plain, strict=True):
+        assert reference.abs().sum() > 0
+        torch.testing.assert_close(split, reference, rtol=1e-12, atol=1e-12)
 
 
 def test_kernel_with_split_k_equals_plain_gemms(monkeypatch):
