@@ -496,9 +496,13 @@ def meta_gradient_tensors(
     first_order: bool = False,
     task_chunk: int | None = None,
     fused: bool | None = None,
+    buffers: tuple[Buffers, Buffers] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`meta_gradient` with the loss as a 0-d tensor: no host synchronisation, so that the whole
-    computation can be captured in a CUDA graph (:mod:`maml.cuda_graphs`)."""
+    computation can be captured in a CUDA graph (:mod:`maml.cuda_graphs`).
+
+    ``buffers``: the torch passes' memory ``(kept constants, scratch)``, for repeated calls to reuse (their
+    inputs' columns of ones are then written once, not on every call); fresh ones when ``None``."""
     if not supports(len(batch.pre), first_order):
         raise ValueError("the explicit passes support one inner step (or first order); use double backward")
     layout = Layout.of(theta)
@@ -509,7 +513,7 @@ def meta_gradient_tensors(
         return point.gradient, point.loss
     num_tasks = batch.post.num_tasks
     chunk = task_chunk or default_task_chunk(batch, max(layout.widths[1:]))
-    store, scratch = Buffers(), Buffers()
+    store, scratch = (Buffers(), Buffers()) if buffers is None else buffers
     gradient = torch.zeros_like(flat_theta)
     part = torch.empty_like(flat_theta)
     loss = torch.zeros((), dtype=flat_theta.dtype, device=flat_theta.device)
@@ -545,9 +549,11 @@ def captured_meta_gradient(
     samples must be copied into them. Capture costs a few eager calls: worth it for repeated calls.
     """
     layout = Layout.of(theta)
+    memory = (Buffers(), Buffers())  # filled by the warm-up call: the graph only overwrites them
 
     def from_flat(flat: Tensor) -> tuple[Tensor, Tensor]:
-        return meta_gradient_tensors(layout.to_params(flat), batch, surrogate, inner_lr, first_order)
+        params = layout.to_params(flat)
+        return meta_gradient_tensors(params, batch, surrogate, inner_lr, first_order, buffers=memory)
 
     return cuda_graphs.CapturedFunction(from_flat, layout.flatten({n: p.detach() for n, p in theta.items()}))
 

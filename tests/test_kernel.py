@@ -102,6 +102,20 @@ def test_meta_gradient_equals_finite_differences(name, fused):
         )
 
 
+def test_meta_gradient_reusing_its_memory_gives_the_same_bits():
+    """The torch passes' buffers kept across calls (as the CUDA-graph replay does): the columns of ones are
+    written once and every call after the first, at another θ too, equals a call with fresh memory."""
+    theta, batch = build(SPEC, seed=2)
+    memory = (mlp_passes.Buffers(), mlp_passes.Buffers())
+    for shift in (0.0, 0.01, 0.0):
+        moved = {n: p + shift for n, p in theta.items()}
+        fresh = gauss_newton.meta_gradient_tensors(moved, batch, trpo.surrogate, INNER_LR, fused=False)
+        reused = gauss_newton.meta_gradient_tensors(
+            moved, batch, trpo.surrogate, INNER_LR, fused=False, buffers=memory
+        )
+        assert torch.equal(reused[0], fresh[0]) and torch.equal(reused[1], fresh[1])
+
+
 @pytest.mark.parametrize("fused", FUSED)
 @pytest.mark.parametrize("num_grad_updates", [1, 3])
 def test_first_order_meta_gradient_and_hvp_equal_autograd(num_grad_updates, fused):
