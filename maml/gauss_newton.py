@@ -355,16 +355,27 @@ def _surrogate_value(post: Episodes, mean: Tensor, log_std: Tensor, surrogate: S
 
 
 def _surrogate_derivatives(
-    post: Episodes, mean: Tensor, log_std: Tensor, surrogate: Surrogate
+    post: Episodes, mean: Tensor, log_std: Tensor, surrogate: Surrogate, num_tasks: int | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The outer loss (detached) and its derivatives in θ''s means ``[T, M, act]`` and log-std ``[T, act]``:
-    the signal the backward passes carry into the network."""
-    mean = mean.detach().requires_grad_()
-    log_std = log_std.detach().requires_grad_()
+    """The outer loss ``Σ_i surrogate_i / num_tasks`` (detached; ``num_tasks`` defaults to this batch's, a
+    mean) and its derivatives in θ''s means ``[T, M, act]`` and log-std ``[T, act]``: the signal the backward
+    passes carry into the network.
+
+    The surrogate sees the policy only through ``log π(a|s)``, so autograd runs on the ``[T, M]``
+    log-densities alone, ``g = ∂L/∂log π``, and the Gaussian's chain rule is written out: with
+    ``z = (a − μ) e^{−s}``, ``∂log π/∂μ = z e^{−s}`` and ``∂log π/∂s = z² − 1``."""
+    num_tasks = post.num_tasks if num_tasks is None else num_tasks
+    mean, log_std = mean.detach(), log_std.detach()
+    inverse_std = torch.exp(-log_std).unsqueeze(1)
+    standardized = (post.flat("actions") - mean) * inverse_std
+    log_prob = policy.log_prob(mean, log_std, post.flat("actions")).detach().requires_grad_()
     with torch.enable_grad():
-        loss = _surrogate_value(post, mean, log_std, surrogate)
-        grad_mean, grad_log_std = torch.autograd.grad(loss, [mean, log_std])
-    return loss.detach(), grad_mean, grad_log_std
+        per_task = surrogate(log_prob, post.flat("log_probs"), post.flat("advantages"), post.flat("mask"))
+        loss = per_task.sum() / num_tasks
+        (grad_log_prob,) = torch.autograd.grad(loss, [log_prob])
+    weighted = grad_log_prob.unsqueeze(-1) * standardized
+    grad_log_std = (weighted * standardized).sum(1).sub_(grad_log_prob.sum(1, keepdim=True))
+    return loss.detach(), weighted.mul_(inverse_std), grad_log_std
 
 
 def _kl_value(post: Episodes, mean: Tensor, log_std: Tensor) -> Tensor:
@@ -523,14 +534,9 @@ def meta_gradient_tensors(
         with torch.no_grad():
             adapted, inner = _adapt(layout, flat_theta, tasks.pre, inner_lr, not first_order, scratch, store)
             acts = mlp_passes.forward(layout, adapted, post.flat("observations"), scratch)
-        mean = acts.mean.detach().requires_grad_()
-        log_std = layout.log_std(adapted).detach().requires_grad_()
-        with torch.enable_grad():
-            log_prob = policy.log_prob(mean, log_std, post.flat("actions"))
-            per_task = surrogate(log_prob, post.flat("log_probs"), post.flat("advantages"), post.flat("mask"))
-            chunk_loss = per_task.sum() / num_tasks
-            grad_mean, grad_log_std = torch.autograd.grad(chunk_loss, [mean, log_std])
-        with torch.no_grad():
+            chunk_loss, grad_mean, grad_log_std = _surrogate_derivatives(
+                post, acts.mean, layout.log_std(adapted), surrogate, num_tasks
+            )
             outer = scratch.take("meta_gradient_outer", adapted.shape, adapted)
             mlp_passes.backward(layout, acts, adapted, grad_mean, outer, scratch, scratch)
             layout.log_std(outer).copy_(grad_log_std)
