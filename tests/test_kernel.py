@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import build
 
+from bench.gpu import count_ops
 from maml import gauss_newton, meta, mlp_passes, oracle, policy, ppo, trpo
 from maml.config import MAMLConfig, TRPOConfig
 from maml.synthetic import SyntheticSpec
@@ -249,6 +250,25 @@ def test_graph_capture_refuses_cpu_tensors():
     assert not cuda_graphs.available(torch.zeros(3))
     with pytest.raises(ValueError, match="CUDA tensors"):
         cuda_graphs.CapturedFunction(lambda x: 2 * x, torch.zeros(3))
+
+
+def test_gpu_path_dispatches_no_more_operations_than_counted(monkeypatch):
+    """The torch passes (a GPU's path; one kernel per operation there) with the GPU's split-K forced: a change
+    that adds passes fails here, where CI has no GPU to time it. Counted 2026-11-27 (the same at T=40,
+    `bench/gpu/count_ops.py`): 135 for a meta-gradient, 83 for a KL-HVP (164 and 103 before the stored slopes
+    went and the split-K sums were merged)."""
+    spec = SyntheticSpec(num_tasks=4, episodes=4, horizon=16, obs_dim=5, act_dim=2, hidden_sizes=(8, 8))
+    theta, batch = build(spec, seed=9)
+    monkeypatch.setattr(mlp_passes, "split_k_segments", lambda x: 4)
+    point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, fused=False)
+    v = torch.randn_like(point.gradient)
+    meta_ops, meta_bytes, _ = count_ops.count(
+        lambda: gauss_newton.meta_gradient_tensors(theta, batch, trpo.surrogate, INNER_LR, fused=False)
+    )
+    hvp_ops, hvp_bytes, _ = count_ops.count(lambda: point.kl_hvp(v))
+    assert meta_bytes > 0 and hvp_bytes > 0
+    assert meta_ops <= 135
+    assert hvp_ops <= 83
 
 
 @pytest.mark.parametrize("segments", [2, 4, 8])

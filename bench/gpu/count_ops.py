@@ -15,7 +15,6 @@ from collections.abc import Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bench.benchmarks.conftest import SIZES, problem
 from maml import gauss_newton, mlp_passes, trpo
 
 INNER_LR = 0.1
@@ -47,6 +46,8 @@ def count(call: Callable[[], object]) -> tuple[int, int, Counter[str]]:
 
 
 def main(name: str, segments: int) -> None:
+    from bench.benchmarks.conftest import SIZES, problem  # the benchmarks' problems (only for this script)
+
     size = SIZES[name]
     theta, batch = problem(size, "cpu")
     if segments > 1:
