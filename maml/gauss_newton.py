@@ -366,16 +366,15 @@ def _surrogate_derivatives(
     ``z = (a − μ) e^{−s}``, ``∂log π/∂μ = z e^{−s}`` and ``∂log π/∂s = z² − 1``."""
     num_tasks = post.num_tasks if num_tasks is None else num_tasks
     mean, log_std = mean.detach(), log_std.detach()
-    inverse_std = torch.exp(-log_std).unsqueeze(1)
-    standardized = (post.flat("actions") - mean) * inverse_std
-    log_prob = policy.log_prob(mean, log_std, post.flat("actions")).detach().requires_grad_()
+    z = policy.standardized(mean, log_std, post.flat("actions"))
+    log_prob = policy.log_prob_of_standardized(z, log_std).requires_grad_()
     with torch.enable_grad():
         per_task = surrogate(log_prob, post.flat("log_probs"), post.flat("advantages"), post.flat("mask"))
         loss = per_task.sum() / num_tasks
         (grad_log_prob,) = torch.autograd.grad(loss, [log_prob])
-    weighted = grad_log_prob.unsqueeze(-1) * standardized
-    grad_log_std = (weighted * standardized).sum(1).sub_(grad_log_prob.sum(1, keepdim=True))
-    return loss.detach(), weighted.mul_(inverse_std), grad_log_std
+    weighted = grad_log_prob.unsqueeze(-1) * z
+    grad_log_std = (weighted * z).sum(1).sub_(grad_log_prob.sum(1, keepdim=True))
+    return loss.detach(), weighted.mul_(torch.exp(-log_std).unsqueeze(1)), grad_log_std
 
 
 def _kl_value(post: Episodes, mean: Tensor, log_std: Tensor) -> Tensor:

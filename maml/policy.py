@@ -75,9 +75,17 @@ def log_prob(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
 
     ``mean, actions [T, M, act]``; ``log_std [T, act]`` (state-independent) → ``[T, M]``.
     """
-    log_std = log_std.unsqueeze(1)
-    z = (actions - mean) * torch.exp(-log_std)
-    return -0.5 * z.square().sum(-1) - log_std.sum(-1) - 0.5 * mean.shape[-1] * LOG_2PI
+    return log_prob_of_standardized(standardized(mean, log_std, actions), log_std)
+
+
+def standardized(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
+    """``z = (a − μ) e^{−s}``, ``[T, M, act]`` (shapes as in :func:`log_prob`)."""
+    return (actions - mean) * torch.exp(-log_std.unsqueeze(1))
+
+
+def log_prob_of_standardized(z: Tensor, log_std: Tensor) -> Tensor:
+    """:func:`log_prob` from the standardized residuals ``z`` of :func:`standardized`."""
+    return -0.5 * z.square().sum(-1) - log_std.unsqueeze(1).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
 
 
 def entropy(log_std: Tensor) -> Tensor:
