@@ -25,6 +25,7 @@ GARAGE_EPOCHS = 300
 
 Match = Literal["env_steps", "epochs", "adapt_steps"]
 Statistic = Literal["value", "max"]
+Kind = Literal["band", "floor"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class Comparison:
     y_scale_reason: str = ""
     tolerance: float = math.nan
     """Half-width of the band around the (scaled) published value, in our units."""
+    kind: Kind = "band"
+    """``band``: the published value is a target, reproduced within ``± tolerance``. ``floor``: it is a lower
+    bound (garage's own runs of its buggy MAML): at or above ``reference − tolerance`` is the expected result,
+    and being far above it is no failure."""
     tolerance_reason: str = ""
     window: int = 10
     """Logged values averaged per seed for ``statistic="value"`` (single epochs are noisy; the published
@@ -95,17 +100,23 @@ _PROMP_BAND = (
     "— ±50 (about 20 % of the value at our budget)"
 )
 _TABLE1_BAND = (
-    "10-seed mean of a granular rate (one of 5 test classes solved = 20 points); the paper's own text says "
-    "35 % where its table says 31.6 %; v2 → v3 environments; the maxima of garage's 5 ML10 seeds range "
-    "0.20–0.22 (meta-test) and 0.02–0.18 (meta-train) — ±10 points"
+    "10-seed mean of a granular rate (one of the 5 test classes solved = 20 points); the paper's own text "
+    "says 35 % where its table says 31.6 %; v2 → v3 environments; the maxima over training of garage's 5 "
+    "ML10 seeds range 0.20–0.23 — ±10 points"
+)
+_TABLE1_TRAIN_BAND = (
+    "10-seed mean of the maximum over training of a rate averaged over the training classes; v2 → v3 "
+    "environments; the maxima over training of garage's 5 ML10 seeds range 0.035–0.205 — ±10 points"
 )
 _TABLE1_NOTE = (
     "Table 1 prints no training budget: compared at garage's 300-epoch budget, max over training as in the "
-    "paper"
+    "paper. The paper's MAML used its own settings (policy 128×128, inner lr 1e-4, entropy 5e-5, std in "
+    "[0.5, 1.5]) and evaluates 3 episodes per test task; ours are garage's (100×100, inner lr 0.1, 1 test "
+    "episode)"
 )
 _GARAGE_NOTE = (
     "garage's own runs use garage's buggy MAML (untrained value function, advantages / variance): a floor, "
-    "not a target; above it is expected"
+    "not a target (verdict at-or-above-floor / below-floor); above it is expected"
 )
 _MW_PLUS_BAND = "second-hand '~' number (±5), seed spread of 10 seeds (±5), IQM vs our mean — ±10 points"
 _PERCENT = "the paper reports percent, our progress.csv fractions"
@@ -161,8 +172,9 @@ COMPARISONS: dict[str, tuple[Comparison, ...]] = {
             metric=rf.RETURN,
             match="epochs",
             reference="l2l_maml_trpo_1step",
-            tolerance=150.0,
-            tolerance_reason="learn2learn's 3 seeds spread by about ±150 in its figure; digitisation ±10",
+            tolerance=90.0,
+            tolerance_reason="learn2learn's 3 seeds spread by about ±150 in its figure, ±85 for a 3-seed "
+            "mean; digitisation ±10 — ±90",
             note="x = meta-iterations = our epochs; learn2learn's batch sizes differ from garage's",
         ),
     ),
@@ -173,6 +185,7 @@ COMPARISONS: dict[str, tuple[Comparison, ...]] = {
             match="env_steps",
             reference="garage_v2_ml1_push",
             reference_metric=rf.SUCCESS,
+            kind="floor",
             tolerance=0.05,
             tolerance_reason="garage's 3 seeds spread by about ±0.01 around 0.01; binomial noise of 200 "
             "episodes per epoch (±0.01 at p = 0.01, more at higher p) — ±0.05",
@@ -186,6 +199,7 @@ COMPARISONS: dict[str, tuple[Comparison, ...]] = {
             match="env_steps",
             reference="garage_v2_ml1_push",
             reference_metric=rf.TEST_SUCCESS,
+            kind="floor",
             tolerance=0.10,
             tolerance_reason="garage's meta-test runs 1 episode per test task: one success moves the rate "
             "by several points, and its seeds range 0–1 at single evaluations — ±0.10",
@@ -215,7 +229,7 @@ COMPARISONS: dict[str, tuple[Comparison, ...]] = {
             y_scale=0.01,
             y_scale_reason=_PERCENT,
             tolerance=0.10,
-            tolerance_reason=_TABLE1_BAND,
+            tolerance_reason=_TABLE1_TRAIN_BAND,
             note=_TABLE1_NOTE,
         ),
         Comparison(
@@ -224,9 +238,10 @@ COMPARISONS: dict[str, tuple[Comparison, ...]] = {
             match="env_steps",
             reference="garage_v2_ml10",
             reference_metric=rf.TEST_SUCCESS,
+            kind="floor",
             tolerance=0.10,
-            tolerance_reason="garage's 5 seeds all sit at 0.20–0.22 (one of 5 test classes solved); one more "
-            "class solved is +0.20 — ±0.10",
+            tolerance_reason="garage's 5 seeds sit at about 0.2 (one of 5 test classes solved; maxima over "
+            "training 0.20–0.23); one class more or fewer is ±0.20 — ±0.10",
             note=_GARAGE_NOTE,
         ),
         Comparison(
@@ -264,7 +279,7 @@ COMPARISONS: dict[str, tuple[Comparison, ...]] = {
             y_scale=0.01,
             y_scale_reason=_PERCENT,
             tolerance=0.10,
-            tolerance_reason=_TABLE1_BAND,
+            tolerance_reason=_TABLE1_TRAIN_BAND,
             note=_TABLE1_NOTE,
         ),
         Comparison(

@@ -33,6 +33,16 @@ def write_json(path: Path, data: Any) -> None:
     _atomic(path, lambda handle: handle.write(text.encode()))
 
 
+def write_with(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` atomically through ``write(handle)`` (a binary file handle)."""
+    _atomic(path, write)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8), atomically."""
+    _atomic(path, lambda handle: handle.write(text.encode()))
+
+
 def read_json(path: Path) -> Any:
     """Read a JSON file; a corrupt one raises ``ValueError`` naming the file."""
     try:

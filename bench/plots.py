@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
+from bench import files
 from bench import run_format as rf
 
 STYLE = "whitegrid"
@@ -50,8 +51,10 @@ def curves_figure(ours: pd.DataFrame, references: pd.DataFrame, title: str) -> F
 
     ``ours``: columns ``panel, line, TotalEnvSteps, mean, ci_low, ci_high`` (``line`` = a legend label;
     a panel may hold several of our lines, e.g. post- and pre-adaptation). ``references``: columns
-    ``panel, label, x, y`` in our units; rows with x = NaN are a single published number, drawn as a
-    horizontal line. Every panel named in either table gets an Axes, in order of first appearance.
+    ``panel, label, x, y`` (and optionally ``low, high``: the verdict's band, shaded) in our units; rows
+    with x = NaN are a single published number, drawn as a horizontal line. A reference that starts beyond
+    our runs' end says so in its label. Every panel named in either table gets an Axes, in order of first
+    appearance.
     """
     panels = list(dict.fromkeys([*ours["panel"], *references["panel"]])) or ["(no data)"]
     fig, axes = _figure(len(panels))
@@ -73,14 +76,22 @@ def curves_figure(ours: pd.DataFrame, references: pd.DataFrame, title: str) -> F
                 0, 1.05 * float(mine[rf.TOTAL_ENV_STEPS].max())
             )  # our range; references beyond it clip
         refs = references[references["panel"] == panel]
+        our_end = float(mine[rf.TOTAL_ENV_STEPS].max()) if not mine.empty else np.inf
         for index, (label, rows) in enumerate(refs.groupby("label", sort=False)):
             color = _reference_color(index)
+            has_band = {"low", "high"} <= set(rows.columns) and rows[["low", "high"]].notna().all().all()
             if rows["x"].isna().all():
                 ax.axhline(float(rows["y"].iloc[0]), color=color, linestyle=":", linewidth=1.8, label=label)
-            else:
-                ax.plot(
-                    rows["x"], rows["y"], color=color, linestyle="--", marker="o", markersize=4, label=label
-                )
+                if has_band:
+                    ax.axhspan(
+                        float(rows["low"].iloc[0]), float(rows["high"].iloc[0]), color=color, alpha=0.1
+                    )
+                continue
+            if float(rows["x"].min()) > our_end:
+                label += " (beyond our x range)"
+            ax.plot(rows["x"], rows["y"], color=color, linestyle="--", marker="o", markersize=4, label=label)
+            if has_band:
+                ax.fill_between(rows["x"], rows["low"], rows["high"], color=color, alpha=0.1)
         ax.set_title(METRIC_TITLES.get(panel, panel), fontsize=10)
         ax.set_xlabel("env steps (pre + post adaptation)")
         ax.set_ylabel(panel)
@@ -109,7 +120,7 @@ def adapt_steps_figure(ours: pd.DataFrame, references: pd.DataFrame, title: str)
         )
     else:
         color = sns.color_palette(OURS_PALETTE, 1)[0]
-        ax.plot(ours["k"], ours["mean"], marker="o", color=color, label="ours (mean, 95 % CI)")
+        ax.plot(ours["k"], ours["mean"], marker="o", color=color, label="ours (mean, 95 % t-CI)")
         ax.fill_between(ours["k"], ours["ci_low"], ours["ci_high"], color=color, alpha=0.2)
     for index, (label, rows) in enumerate(references.groupby("label", sort=False)):
         color = _reference_color(index)
@@ -119,7 +130,7 @@ def adapt_steps_figure(ours: pd.DataFrame, references: pd.DataFrame, title: str)
             ax.plot(rows["x"], rows["y"], color=color, linestyle="--", marker="s", markersize=4, label=label)
     ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("adaptation steps k at meta-test")
-    ax.set_ylabel("meta-test average return (H=100)")
+    ax.set_ylabel("meta-test average return (references scaled to our horizon)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=11)
@@ -158,8 +169,8 @@ def per_class_figure(table: pd.DataFrame, title: str) -> Figure:
 
 
 def save(fig: Figure, path: Path) -> Path:
-    """Write the figure as PNG (parent folders created)."""
+    """Write the figure as PNG, atomically (parent folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    files.write_with(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
     return path

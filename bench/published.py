@@ -22,6 +22,20 @@ class PublishedDataError(ValueError):
     """A published-data file is missing or malformed; the message names the file."""
 
 
+def _flags(path: Path, column: pd.Series) -> pd.Series:
+    """A true/false column (``True``/``False``, any case, or 1/0); anything else, blank included, is an
+    error naming the file: a blank ``approx`` must not read as true."""
+    text = column.astype(str).str.strip().str.lower()
+    mapping = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}
+    bad = ~text.isin(list(mapping))
+    if bad.any():
+        raise PublishedDataError(
+            f"{path}: column {column.name!r} must be true or false, found {column[bad].iloc[0]!r} at line "
+            f"{int(np.flatnonzero(bad.to_numpy())[0]) + 2}"
+        )
+    return text.map(mapping).astype(bool)
+
+
 def load_published(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
     """All published numbers, one row each.
 
@@ -47,10 +61,10 @@ def load_published(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
             frame[column] = values
         if frame["y"].isna().any():
             raise PublishedDataError(f"{path}: column 'y' has empty values (store only published numbers)")
+        for column in ("approx", "proxy"):
+            frame[column] = _flags(path, frame[column])
         frames.append(frame.assign(file=name))
     table = pd.concat(frames, ignore_index=True)
-    for column in ("approx", "proxy"):
-        table[column] = table[column].astype(bool)
     if "seed" not in table.columns:
         table["seed"] = np.nan
     return table

@@ -7,6 +7,7 @@ writes files; ``report`` does both and returns the verdict table.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -16,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import plots, stats
+from bench import files, plots, stats
 from bench import published as pub
 from bench import run_format as rf
 from bench.comparisons import COMPARISONS, CONTEXT, EXPERIMENTS, Comparison, ContextCurve
+from bench.experiments import FULL, to_dict
 from bench.runs import Run, load_runs, progress_table, runs_table
-from bench.verdicts import evaluate
+from bench.verdicts import MIN_SEEDS, evaluate
 
 PROFILES = ("smoke", "quick", "full")
 REPORT_FILE = "REPORT.md"
@@ -50,8 +52,12 @@ SUMMARY_COLUMNS = (
     "budget_epochs", "epochs_done", "compare_x", "n_seeds", "runs_used", "ours_mean", "ours_ci_low",
     "ours_ci_high", "ours_iqm", "ours_iqm_ci_low", "ours_iqm_ci_high", "reference", "reference_label",
     "source", "approx", "proxy", "ref_published", "y_scale", "ref_y", "tolerance", "band_low", "band_high",
-    "note", "tolerance_reason",
+    "learned", "moved", "moved_ci_low", "moved_ci_high", "note", "tolerance_reason",
 )  # fmt: skip
+NOT_PROTOCOL = ("experiment", "profile", "seed", "epochs", "checkpoint_every", "device", "test_adapt_steps")
+"""Config fields that do not change what a comparison measures: the budget is checked on its own
+(``budget-short``), checkpoints and the device change no result beyond rounding, and extra adaptation steps
+at meta-test only add columns."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +73,9 @@ class ReportTables:
     iqm_ci_low, iqm_ci_high, ci_note``."""
     curves: pd.DataFrame
     """``profile, experiment, metric, Epoch, TotalEnvSteps, n_seeds, mean, ci_low, ci_high``."""
+    provenance: pd.DataFrame
+    """One row per (profile, experiment): ``profile, experiment, runs, commits, versions, devices, hosts,
+    started, updated, warning`` (what the used runs' manifests record)."""
     per_class: pd.DataFrame
     """``profile, experiment, class, statistic (final | max over training), n_seeds, mean, ci_low,
     ci_high``."""
@@ -90,6 +99,69 @@ def used_runs(runs: list[Run]) -> tuple[list[Run], str]:
         extra = f", {partial} partial not used" if partial else ""
         return complete, f"{len(complete)} complete{extra}"
     return runs, f"{partial} partial (no complete run)"
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def protocol_deviations(experiment: str, configs: list[Mapping[str, object]]) -> list[str]:
+    """How the runs' configs differ from garage's example (the ``full`` preset), as ``field=value (garage's
+    example: value)`` phrases; fields in :data:`NOT_PROTOCOL` and fields a config lacks are not compared.
+    An experiment outside the five has no example: nothing to differ from."""
+    if experiment not in FULL:
+        return []
+    garage = to_dict(FULL[experiment])
+    out = []
+    for name, value in garage.items():
+        if name in NOT_PROTOCOL:
+            continue
+        seen = sorted({_json(c[name]) for c in configs if name in c} - {_json(value)})
+        if seen:
+            out.append(f"{name}={' / '.join(seen)} (garage's example: {_json(value)})")
+    return out
+
+
+def config_disagreements(configs: list[Mapping[str, object]]) -> list[str]:
+    """Config fields (besides the seed) on which the runs disagree with each other."""
+    names = sorted({name for c in configs for name in c} - {"seed"})
+    return [n for n in names if len({_json(c.get(n)) for c in configs}) > 1]
+
+
+def _distinct(values: list[str]) -> str:
+    counts = pd.Series(values, dtype=object).value_counts(sort=False)
+    return "; ".join(f"{v} ({n})" if len(counts) > 1 else str(v) for v, n in counts.items())
+
+
+def provenance_row(runs: list[Run]) -> dict[str, object]:
+    """What the runs' manifests record about where and with what they ran (see :attr:`ReportTables
+    .provenance`); ``warning`` names what differs between runs that are averaged together."""
+    commits, versions, devices, hosts = [], [], [], []
+    for run in runs:
+        git = run.manifest.get("git") or {}
+        commit = str(git.get("commit", "unknown"))[:12]
+        commits.append(commit + (" (dirty)" if git.get("dirty") else ""))
+        version = run.manifest.get("versions") or {}
+        versions.append(", ".join(f"{k} {version[k]}" for k in PINNED if k in version) or "unknown")
+        starts = run.manifest.get("starts") or [{}]
+        devices.append(", ".join(sorted({str(s.get("gpu") or s.get("device", "unknown")) for s in starts})))
+        hosts.append(", ".join(sorted({f"{s.get('host', 'unknown')} ({s.get('cpu', '?')})" for s in starts})))
+    differ = [name for name, v in (("commits", commits), ("versions", versions)) if len(set(v)) > 1]
+    times = [str(r.manifest.get(k, "")) for r in runs for k in ("started", "updated") if r.manifest.get(k)]
+    return {
+        "runs": len(runs),
+        "commits": _distinct(commits),
+        "versions": _distinct(versions),
+        "devices": _distinct(devices),
+        "hosts": _distinct(hosts),
+        "started": min(times, default=""),
+        "updated": max(times, default=""),
+        "warning": f"runs averaged together differ in {' and '.join(differ)}" if differ else "",
+    }
+
+
+PINNED = ("torch", "mujoco", "metaworld", "gymnasium", "numpy")
+"""Versions the provenance table shows (what ``constraints.txt`` pins because it changes numbers)."""
 
 
 def _has_values(progress: pd.DataFrame, metric: str) -> bool:
@@ -168,25 +240,31 @@ def build_tables(
             k[0],
         ),
     )
-    summary, finals, curves, per_class, adapt = [], [], [], [], []
+    summary, finals, curves, per_class, adapt, provenance = [], [], [], [], [], []
     used_paths: set[Path] = set()
     for profile, experiment in keys:
         chosen, runs_used = used_runs(groups[(profile, experiment)])
         used_paths.update(r.path for r in chosen)
         progress = progress_table(chosen)
         ids = {"profile": profile, "experiment": experiment}
+        configs = [r.config for r in chosen]
+        deviations = protocol_deviations(experiment, configs)
+        prefix = ["only partial runs"] if runs_used.endswith("(no complete run)") else []
+        disagree = config_disagreements(configs)
+        if disagree:
+            prefix.append(f"the seeds ran with different configs ({', '.join(disagree)})")
         for comparison in comparisons.get(experiment) or _undeclared(experiment):
-            row = evaluate(comparison, progress, published, rng, n_resamples)
-            if runs_used.endswith("(no complete run)"):
-                row["note"] = "; ".join(filter(None, ["only partial runs", str(row["note"])]))
+            row = evaluate(comparison, progress, published, rng, n_resamples, deviations)
+            row["note"] = "; ".join(filter(None, [*prefix, str(row["note"])]))
             summary.append({**ids, "runs_used": runs_used, **row})
+        provenance.append({**ids, **provenance_row(chosen)})
         last = int(progress[rf.EPOCH].max() + 1) if len(progress) else 0
         finals += [{**ids, "epochs": last, **r} for r in _finals(progress, rng, n_resamples)]
         per_class += [{**ids, **r} for r in _per_class(progress, rng, n_resamples)]
         adapt += [{**ids, **r} for r in _adapt_steps(progress, rng, n_resamples)]
         for metric in FINAL_METRICS:
             if _has_values(progress, metric):
-                table = stats.curve(progress, metric, rng, n_resamples=n_resamples)
+                table = stats.curve(progress, metric)
                 curves.append(table.assign(metric=metric, **ids))
     runs_frame = runs_table(runs)
     runs_frame["used"] = runs_frame["path"].map(lambda p: Path(p) in used_paths)
@@ -208,6 +286,7 @@ def build_tables(
         curves=pd.concat(curves, ignore_index=True)[curve_columns]
         if curves
         else pd.DataFrame(columns=curve_columns),
+        provenance=pd.DataFrame(provenance),
         per_class=_last(pd.DataFrame(per_class), "ci_note"),
         adapt_steps=_last(pd.DataFrame(adapt), "ci_note"),
     )
@@ -236,8 +315,9 @@ def figure_inputs(
     """The tables ``plots.curves_figure`` draws for one experiment: our lines and the references.
 
     Panels are the compared metrics (not adapt-step ones) in declaration order; each panel shows our
-    metric and its pre-adaptation counterpart, and every reference compared on that metric. A reference
-    matched on epochs is drawn at our env steps of those epochs; ``y_scale`` is applied.
+    metric and its pre-adaptation counterpart, and every reference compared on that metric with the band
+    its verdict uses (``low``, ``high``: ``y ± tolerance``, or ``y − tolerance`` up to ``y`` for a floor). A
+    reference matched on epochs is drawn at our env steps of those epochs; ``y_scale`` is applied.
     """
     panels = list(dict.fromkeys(c.metric for c in comparisons if c.match != "adapt_steps"))
     epochs, steps = _epochs_to_steps(experiment_curves)
@@ -246,7 +326,7 @@ def figure_inputs(
         for metric, suffix in ((panel, "ours"), (PRE_ADAPTATION.get(panel), "ours, pre-adaptation")):
             rows = experiment_curves[experiment_curves["metric"] == metric]
             if metric is not None and not rows.empty:
-                ours.append(rows.assign(panel=panel, line=f"{suffix}: {metric} (mean, 95 % CI)"))
+                ours.append(rows.assign(panel=panel, line=f"{suffix}: {metric} (mean, 95 % t-CI)"))
         for c in comparisons:
             if c.metric != panel or c.reference is None or c.match == "adapt_steps":
                 continue
@@ -256,11 +336,17 @@ def figure_inputs(
                 x = _to_steps(x, epochs, steps)
             label = pub.describe(published, c.reference)["label"]
             label += f" ×{c.y_scale:g}" if c.y_scale not in (1.0, 0.01) else ""
-            refs.append(pd.DataFrame({"panel": panel, "label": label, "x": x, "y": series["y"] * c.y_scale}))
+            y = series["y"] * c.y_scale
+            low, high = (y - c.tolerance, y + c.tolerance) if c.kind == "band" else (y - c.tolerance, y)
+            label += f" (band ±{c.tolerance:g})" if c.kind == "band" else f" (floor: −{c.tolerance:g})"
+            refs.append(
+                pd.DataFrame({"panel": panel, "label": label, "x": x, "y": y, "low": low, "high": high})
+            )
     ours_columns = ["panel", "line", rf.TOTAL_ENV_STEPS, "mean", "ci_low", "ci_high"]
+    ref_columns = ["panel", "label", "x", "y", "low", "high"]
     return (
         pd.concat(ours, ignore_index=True)[ours_columns] if ours else pd.DataFrame(columns=ours_columns),
-        pd.concat(refs, ignore_index=True) if refs else pd.DataFrame(columns=["panel", "label", "x", "y"]),
+        pd.concat(refs, ignore_index=True)[ref_columns] if refs else pd.DataFrame(columns=ref_columns),
     )
 
 
@@ -328,7 +414,8 @@ AT_FORMAT = {"env_steps": "{} steps", "epochs": "epoch {}", "adapt_steps": "k={}
 
 def verdict_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The compact verdict table printed by the CLI and shown in REPORT.md: experiment, profile,
-    comparison (``*`` = primary), budget, our value with CI, reference with tolerance, verdict."""
+    comparison (``*`` = primary), budget, our value with CI, reference with tolerance, whether our runs
+    learned, verdict."""
     rows = []
     for r in summary.itertuples(index=False):
         ci = "" if math.isnan(r.ours_ci_low) else f" [{_fmt(r.ours_ci_low, 3)}, {_fmt(r.ours_ci_high, 3)}]"
@@ -351,6 +438,7 @@ def verdict_table(summary: pd.DataFrame) -> pd.DataFrame:
                 "seeds": r.n_seeds,
                 "ours": f"{statistic}{_fmt(r.ours_mean)}{ci}",
                 "reference": reference,
+                "learned": r.learned,
                 "verdict": r.verdict,
             }
         )
@@ -365,6 +453,7 @@ def verdict_table(summary: pd.DataFrame) -> pd.DataFrame:
             "seeds",
             "ours",
             "reference",
+            "learned",
             "verdict",
         ],
     )
@@ -389,12 +478,18 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 CAVEATS = (
-    "Verdicts compare the **mean across seeds** with a band around the published value; the band's width "
-    "and its reason are declared per comparison in `bench/comparisons.py` (listed below). CIs are 95 % "
-    "percentile-bootstrap intervals across seeds (scipy.stats.bootstrap, seeded); with one seed there is no "
-    "CI.",
-    "With few seeds (the harness's default is 3) a percentile bootstrap understates the uncertainty, and "
-    "below 4 seeds the IQM trims nothing (it equals the mean).",
+    "Verdicts compare the **mean across seeds** with a band around the published value (or, for a floor, "
+    "with its lower edge); the band's width and its reason are declared per comparison in "
+    "`bench/comparisons.py` (listed below). A verdict on a reference needs garage's budget (300 epochs), "
+    f"garage's config (the `full` preset; otherwise `off-protocol`) and at least {MIN_SEEDS} seeds "
+    "(otherwise `too-few-seeds`); the note then says where the mean stands.",
+    "CIs of the mean are 95 % Student-t intervals across seeds (with 3–5 seeds a percentile bootstrap "
+    "covers far less than it claims); with one seed there is none. The IQM gets a percentile-bootstrap CI "
+    f"from {stats.BOOTSTRAP_MIN_SEEDS} seeds on; below 4 seeds it trims nothing (it equals the mean).",
+    "`learned` says whether the compared metric rose from its first to its last logged values (per seed, "
+    "the mean of the last 10 minus the first 10): `yes` when the t-CI of the rise lies above zero, `no` "
+    "when it did not rise, `unclear` otherwise. A band or floor that contains the untrained policy's value "
+    "(ML1 push: garage's runs reached 2 % success) cannot tell learning from none; `learned` can.",
     "A verdict is `budget-short` when our runs end before the declared budget (garage's 300 epochs) or "
     "before the reference's x range; the note says where we stand at the largest common x.",
     "Finn et al. 2017 used 200-step episodes, ours (like ProMP, learn2learn and garage) 100: Finn's returns "
@@ -402,7 +497,9 @@ CAVEATS = (
     "x axes differ: adaptation steps (Finn), env steps pre+post (ProMP, garage), meta-iterations "
     "(learn2learn, drawn at our env steps per epoch).",
     "Meta-World Table 1 reports the *average maximum* success rate (per run the maximum over training, "
-    "averaged over 10 seeds) with v2 environments; we run v3 (Meta-World 3.x) — not interchangeable.",
+    "averaged over 10 seeds) with v2 environments and the paper's own MAML settings (128×128 policy, inner "
+    "lr 1e-4, 3 evaluation episodes per test task); we run v3 (Meta-World 3.x) with garage's settings — "
+    "not interchangeable.",
     "No MAML-PPO number is published: the ProMP curve is a *proxy* (a different algorithm).",
     "garage's own ML1/ML10 runs use garage's buggy MAML (value function never trained, advantages divided "
     "by the variance): a floor, not a target. ML1 push has no other reference.",
@@ -410,6 +507,13 @@ CAVEATS = (
     "approximations. Provenance: `results/published/README.md`.",
     "Partial runs (status running/failed, or fewer epochs than planned) are listed below and not averaged "
     "with complete ones; an experiment with only partial runs is compared on them, labelled so.",
+)
+VERDICT_LEGEND = (
+    "Verdicts: `reproduced` (inside the band), `below`, `above`, `at-or-above-floor` / `below-floor` (a "
+    "reference that is a lower bound), `budget-short` (runs end before the budget or the reference's x "
+    "range: compared at the largest common x), `off-protocol` (a config that is not garage's example), "
+    "`too-few-seeds`, `no-reference` (nothing published), `no-data` (the metric was never logged). "
+    "Definitions: `bench/verdicts.py`."
 )
 
 
@@ -420,7 +524,8 @@ def _comparison_lines(r: tuple) -> list[str]:
     lines = [
         f"- **{r.comparison}**{primary}: `{r.metric}` ({r.statistic}, matched on {match}) "
         f"— **{r.verdict}**. Ours {_fmt(r.ours_mean)} [{_fmt(r.ours_ci_low)}, {_fmt(r.ours_ci_high)}] over "
-        f"{r.n_seeds} seed(s), {r.runs_used}."
+        f"{r.n_seeds} seed(s), {r.runs_used}; learned: {r.learned} (rose by {_fmt(r.moved)} "
+        f"[{_fmt(r.moved_ci_low)}, {_fmt(r.moved_ci_high)}])."
     ]
     if r.reference:
         scale = f", ×{r.y_scale:g}" if r.y_scale != 1.0 else ""
@@ -450,13 +555,18 @@ def render_markdown(
         "",
         markdown_table(verdict_table(summary)),
         "",
-        "Verdicts: `reproduced` (inside the band at the matched budget), `below`, `above`, `budget-short` "
-        "(runs end before the budget or the reference's x range: compared at the largest common x), "
-        "`no-reference` (nothing published), `no-data` (the metric was never logged).",
+        VERDICT_LEGEND,
         "",
         "## Caveats",
         "",
         *[f"- {c}" for c in CAVEATS],
+        "",
+        "## Provenance",
+        "",
+        "What the runs' manifests record (counts in brackets where runs differ); every run's own "
+        "`manifest.json` holds the full record.",
+        "",
+        markdown_table(tables.provenance),
         "",
         "## Runs",
         "",
@@ -479,8 +589,9 @@ def render_markdown(
         "",
         "## Final metrics across seeds",
         "",
-        f"`final`: per seed the mean of its last {FINAL_WINDOW} logged values; `max`: per seed the maximum "
-        "over training. Mean and IQM with 95 % bootstrap CIs.",
+        f"`final`: per seed the mean of what it logged in its last {FINAL_WINDOW} epochs (at least its last "
+        "logged value); `max`: per seed the maximum over training. Mean with its 95 % t-CI, IQM with its "
+        f"bootstrap CI (from {stats.BOOTSTRAP_MIN_SEEDS} seeds).",
         "",
         markdown_table(tables.finals),
     ]
@@ -501,19 +612,23 @@ def write_report(
     tables: ReportTables,
     figures: Mapping[tuple[str, str, str], plots.Figure],
 ) -> Path:
-    """Write ``summary.csv``, the aggregate tables, ``plots/*.png`` and ``REPORT.md``; returns the path of
-    REPORT.md."""
+    """Write ``summary.csv``, the aggregate tables, ``plots/*.png`` and ``REPORT.md``, each atomically;
+    returns the path of REPORT.md."""
     results = Path(results)
-    tables.summary.to_csv(results / "summary.csv", index=False)
-    tables.finals.to_csv(results / "final_metrics.csv", index=False)
-    tables.curves.to_csv(results / "curves.csv", index=False)
-    tables.runs.to_csv(results / "runs.csv", index=False)
-    files = {
+    for name, table in (
+        ("summary", tables.summary),
+        ("final_metrics", tables.finals),
+        ("curves", tables.curves),
+        ("runs", tables.runs),
+        ("provenance", tables.provenance),
+    ):
+        files.write_text(results / f"{name}.csv", table.to_csv(index=False))
+    figure_files = {
         key: plots.save(fig, results / "plots" / f"{key[0]}_{key[1]}_{key[2]}.png")
         for key, fig in figures.items()
     }
     path = results / REPORT_FILE
-    path.write_text(render_markdown(tables, files, results))
+    files.write_text(path, render_markdown(tables, figure_files, results))
     return path
 
 

@@ -7,6 +7,7 @@ did not finish their epochs are kept and labelled partial.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Mapping
@@ -48,6 +49,8 @@ class Run:
     epochs_completed: int
     epochs_total: int
     config: Mapping[str, Any]
+    manifest: Mapping[str, Any]
+    """manifest.json as read (versions, git commit, host and device per start, …)."""
     progress: pd.DataFrame
     """One row per logged epoch, sorted by ``Epoch``; every column numeric (empty cells are NaN)."""
     notes: tuple[str, ...] = ()
@@ -90,25 +93,46 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(k.__name__ for k in kinds)
 
 
-def read_progress(path: Path) -> pd.DataFrame:
-    """progress.csv as numbers: empty cells → NaN; ``Epoch`` strictly increasing integers and
-    ``TotalEnvSteps`` non-decreasing, both without gaps. Raises ``RunFolderError`` otherwise."""
+def _progress_rows(path: Path, torn_tail_ok: bool) -> tuple[list[str], list[list[str]], list[str]]:
+    """(header, rows, notes) of a progress.csv; every row as long as the header. A short or long last row
+    (a line torn by a kill mid-write) is dropped with a note where ``torn_tail_ok``, else an error."""
     if not path.is_file():
         raise RunFolderError(path, "file not found")
-    with path.open(newline="") as handle:
-        header = next(csv.reader(handle), None)
-    if not header:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RunFolderError(path, f"not UTF-8 text ({err})") from err
+    try:
+        lines = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
+        raise RunFolderError(path, f"not a readable CSV ({err})") from err
+    if not lines or not lines[0]:
         raise RunFolderError(path, "empty file: no header row")
+    header, rows, notes = lines[0], lines[1:], []
+    for index, row in enumerate(rows):
+        if len(row) == len(header):
+            continue
+        line = index + 2
+        if index == len(rows) - 1 and torn_tail_ok:
+            notes.append(f"progress.csv line {line} is torn ({len(row)} of {len(header)} cells): left out")
+            rows = rows[:-1]
+            break
+        raise RunFolderError(path, f"line {line} has {len(row)} cells, the header {len(header)}")
+    return header, rows, notes
+
+
+def read_progress(path: Path, torn_tail_ok: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """progress.csv as numbers, with notes: empty cells and ``nan`` → NaN; every row as long as the header
+    (see :func:`_progress_rows`); no infinities; ``Epoch`` the integers 0, 1, 2, … without gaps and
+    ``TotalEnvSteps`` non-decreasing. Raises ``RunFolderError`` otherwise."""
+    header, rows, notes = _progress_rows(path, torn_tail_ok)
     duplicates = sorted({c for c in header if header.count(c) > 1})
     if duplicates:
         raise RunFolderError(path, f"duplicate column(s) {duplicates}")
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise RunFolderError(path, f"missing required column(s) {missing}; has {header}")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise RunFolderError(path, f"not a readable CSV ({err})") from err
+    raw = pd.DataFrame(rows, columns=header, dtype=str)
     columns: dict[str, pd.Series] = {}
     for column in raw.columns:
         text = raw[column].str.strip()
@@ -119,6 +143,10 @@ def read_progress(path: Path) -> pd.DataFrame:
             raise RunFolderError(
                 path, f"non-numeric value {raw[column].iloc[row]!r} in column {column!r} at line {row + 2}"
             )
+        infinite = np.isinf(values.to_numpy(float))
+        if infinite.any():
+            row = int(np.flatnonzero(infinite)[0])
+            raise RunFolderError(path, f"infinite value in column {column!r} at line {row + 2}")
         columns[column] = values.astype(float)
     table = pd.DataFrame(columns, index=raw.index)
     for column in (rf.EPOCH, rf.TOTAL_ENV_STEPS):
@@ -126,11 +154,14 @@ def read_progress(path: Path) -> pd.DataFrame:
             row = int(np.flatnonzero(table[column].isna().to_numpy())[0])
             raise RunFolderError(path, f"empty {column!r} at line {row + 2}")
     epochs = table[rf.EPOCH].to_numpy()
-    if (epochs != np.round(epochs)).any() or (np.diff(epochs) <= 0).any():
-        raise RunFolderError(path, f"column {rf.EPOCH!r} must hold strictly increasing integers")
+    if (epochs != np.arange(len(epochs))).any():
+        line = int(np.flatnonzero(epochs != np.arange(len(epochs)))[0]) + 2
+        raise RunFolderError(
+            path, f"column {rf.EPOCH!r} must count 0, 1, 2, … one row per epoch (line {line} breaks it)"
+        )
     if (np.diff(table[rf.TOTAL_ENV_STEPS].to_numpy()) < 0).any():
         raise RunFolderError(path, f"column {rf.TOTAL_ENV_STEPS!r} decreases")
-    return table
+    return table, notes
 
 
 def read_run(folder: Path) -> Run:
@@ -153,15 +184,24 @@ def read_run(folder: Path) -> Run:
         raise RunFolderError(
             folder / rf.MANIFEST, f"epochs_completed {done} not in [0, epochs_total={total}]"
         )
-    notes = []
+    notes: list[str] = []
     progress_path = folder / rf.PROGRESS
-    if not progress_path.exists() and done == 0 and manifest["status"] != rf.STATUS_FINISHED:
+    finished = manifest["status"] == rf.STATUS_FINISHED
+    if not progress_path.exists() and done == 0 and not finished:
         progress = pd.DataFrame({c: pd.Series(dtype=float) for c in REQUIRED_COLUMNS})
         notes.append("no progress.csv yet (0 epochs completed)")
     else:
-        progress = read_progress(progress_path)
-    if len(progress) != done:
-        notes.append(f"progress.csv has {len(progress)} rows, manifest says {done} epochs completed")
+        progress, notes = read_progress(progress_path, torn_tail_ok=not finished)
+    # the trainer appends a row every epoch and checkpoints (updating the manifest) every few: an
+    # unfinished run may be rows ahead of its manifest, never behind it
+    if len(progress) < done or (finished and len(progress) != done):
+        raise RunFolderError(
+            progress_path, f"has {len(progress)} rows, but {rf.MANIFEST} says {done} epochs completed"
+        )
+    if len(progress) > done:
+        notes.append(
+            f"{len(progress) - done} epoch(s) logged after the last checkpoint (rerun resumes there)"
+        )
     if config["experiment"] not in EXPERIMENTS:
         notes.append(f"experiment {config['experiment']!r} is not one of the five: no comparison declared")
     error = str(manifest.get("error") or "").strip()
@@ -174,6 +214,7 @@ def read_run(folder: Path) -> Run:
         epochs_completed=done,
         epochs_total=total,
         config=config,
+        manifest=manifest,
         progress=progress,
         notes=tuple(notes),
         error=error.splitlines()[0][:200] if error else "",

@@ -1,11 +1,20 @@
-"""Aggregation across seeds: means, interquartile means and percentile-bootstrap confidence intervals.
+"""Aggregation across seeds: means with Student-t confidence intervals, interquartile means with
+percentile-bootstrap intervals where there are enough seeds for one.
 
 Small pure functions over ``[n_seeds, n_points]`` matrices (NaN = that seed has no value at that point), in
-the spirit of rliable, but with ``scipy.stats.bootstrap`` and an explicit, seeded ``numpy.random.Generator``.
+the spirit of rliable, with ``scipy.stats`` and an explicit, seeded ``numpy.random.Generator``.
+
+Why two methods: with the harness's usual 3–5 seeds a percentile bootstrap returns little more than the
+range of the seeds (with 2 or 3 seeds exactly their minimum and maximum) and covers the true mean far less
+often than it claims (about 78 % of the time for a "95 %" interval at 3 normal seeds, 84 % at 5). The
+Student-t interval of the mean keeps its coverage at any number of seeds ≥ 2 for normal seed values, so the
+mean's CI is a t-interval. The IQM has no such formula; its bootstrap interval is given from
+:data:`BOOTSTRAP_MIN_SEEDS` seeds on, and left out (NaN, with a note) below.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -17,8 +26,11 @@ from bench import run_format as rf
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000
+BOOTSTRAP_MIN_SEEDS = 10
+"""Fewest seeds for a percentile-bootstrap interval (of the IQM); below, it under-covers badly."""
 FINAL_WINDOW = 10
-"""A seed's final value is the mean of its last ``FINAL_WINDOW`` logged values (single epochs are noisy)."""
+"""A seed's final value is the mean of what it logged in its last ``FINAL_WINDOW`` epochs (single epochs
+are noisy)."""
 StatName = Literal["mean", "iqm"]
 
 
@@ -32,6 +44,33 @@ def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 STATISTICS: dict[StatName, Callable[..., np.ndarray]] = {"mean": np.mean, "iqm": iqm}
+
+
+def t_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """Student-t CI of the mean across seeds, for every point at once.
+
+    ``samples``: ``[n_seeds, n_points]``, NaN where a seed has no value (those seeds are left out at that
+    point). Returns ``(low, high)``, each ``[n_points]``: ``mean ± t_{(1+confidence)/2, n−1} · s / √n`` with
+    ``s`` the sample standard deviation; NaN where fewer than 2 seeds have a value.
+    """
+    samples = np.asarray(samples, dtype=float)
+    if samples.ndim != 2:
+        raise ValueError(f"samples must be [n_seeds, n_points], got shape {samples.shape}")
+    n = (~np.isnan(samples)).sum(axis=0)
+    low = np.full(samples.shape[1], np.nan)
+    high = np.full(samples.shape[1], np.nan)
+    enough = n >= 2
+    if not enough.any():
+        return low, high
+    kept = samples[:, enough]
+    mean = np.nanmean(kept, axis=0)
+    half = (
+        stats.t.ppf(0.5 + confidence / 2, n[enough] - 1)
+        * np.nanstd(kept, axis=0, ddof=1)
+        / np.sqrt(n[enough])
+    )
+    low[enough], high[enough] = mean - half, mean + half
+    return low, high
 
 
 def bootstrap_ci(
@@ -82,10 +121,11 @@ def summarise(
     confidence: float = CONFIDENCE,
     n_resamples: int = N_RESAMPLES,
 ) -> dict[str, float | int | str]:
-    """Mean and IQM across seeds with their bootstrap CIs.
+    """Mean with its Student-t CI and IQM with its bootstrap CI, across seeds.
 
     ``values``: ``[n_seeds]`` (NaN entries are dropped). Returns ``n_seeds, mean, ci_low, ci_high, iqm,
-    iqm_ci_low, iqm_ci_high, ci_note``; with one seed the CIs are NaN and ``ci_note`` says so.
+    iqm_ci_low, iqm_ci_high, ci_note``; CIs are NaN, and ``ci_note`` says why, with one seed (no CI at all)
+    or fewer than :data:`BOOTSTRAP_MIN_SEEDS` (no IQM CI).
     """
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
@@ -96,30 +136,57 @@ def summarise(
         out["ci_note"] = "no values"
         return out
     column = values[:, None]
-    for name, prefix in (("mean", ""), ("iqm", "iqm_")):
-        out[name] = float(STATISTICS[name](values, axis=0))
-        low, high = bootstrap_ci(column, rng, name, confidence, n_resamples)
-        out[f"{prefix}ci_low"], out[f"{prefix}ci_high"] = float(low[0]), float(high[0])
+    out["mean"], out["iqm"] = float(np.mean(values)), float(iqm(values))
+    low, high = t_interval(column, confidence)
+    out["ci_low"], out["ci_high"] = float(low[0]), float(high[0])
+    out["iqm_ci_low"] = out["iqm_ci_high"] = np.nan
+    if n >= BOOTSTRAP_MIN_SEEDS:
+        low, high = bootstrap_ci(column, rng, "iqm", confidence, n_resamples)
+        out["iqm_ci_low"], out["iqm_ci_high"] = float(low[0]), float(high[0])
     if n == 1:
         out["ci_note"] = "1 seed: no confidence interval"
+    elif n < BOOTSTRAP_MIN_SEEDS:
+        out["ci_note"] = f"{n} seeds: no IQM CI (a bootstrap needs ≥ {BOOTSTRAP_MIN_SEEDS})"
     return out
 
 
 def per_seed(
     progress: pd.DataFrame, metric: str, statistic: Literal["final", "max"], window: int = FINAL_WINDOW
 ) -> np.ndarray:
-    """One number per seed: the mean of its last ``window`` logged values (``final``) or their maximum
+    """One number per seed: the mean of what it logged in its last ``window`` epochs (``final``; at least
+    its last logged value, for a metric logged more sparsely than that) or the maximum of all it logged
     (``max``, e.g. Meta-World's maximum over training).
 
-    ``progress``: rows of one experiment (columns ``seed`` and ``metric``; empty cells NaN). Returns
-    ``[n_seeds]`` in seed order; NaN for a seed that never logged the metric.
+    ``progress``: rows of one experiment (columns ``seed``, ``Epoch`` and ``metric``; empty cells NaN).
+    Returns ``[n_seeds]`` in seed order; NaN for a seed that never logged the metric.
     """
     seeds = np.sort(progress["seed"].unique())
     if metric not in progress:
         return np.full(len(seeds), np.nan)
-    logged = progress.dropna(subset=[metric]).groupby("seed")[metric]
-    values = logged.max() if statistic == "max" else logged.apply(lambda s: s.tail(window).mean())
+    last_epoch = progress.groupby("seed")[rf.EPOCH].transform("max")
+    logged = progress.assign(recent=progress[rf.EPOCH] > last_epoch - window).dropna(subset=[metric])
+    if statistic == "max":
+        values = logged.groupby("seed")[metric].max()
+    else:
+        recent = logged[logged["recent"]].groupby("seed")[metric].mean()
+        values = recent.combine_first(logged.groupby("seed")[metric].last())
     return values.reindex(seeds).to_numpy(float)
+
+
+def start_to_end(progress: pd.DataFrame, metric: str, window: int = FINAL_WINDOW) -> np.ndarray:
+    """Per seed, how much ``metric`` moved over training: the mean of its last ``window`` logged values
+    minus the mean of its first ``window`` (fewer each, without overlap, for a seed that logged fewer than
+    ``2 · window``). ``[n_seeds]`` in seed order; NaN for a seed with fewer than 2 logged values."""
+    seeds = np.sort(progress["seed"].unique())
+    if metric not in progress:
+        return np.full(len(seeds), np.nan)
+
+    def moved(values: pd.Series) -> float:
+        k = min(window, len(values) // 2)
+        return float(values.iloc[-k:].mean() - values.iloc[:k].mean()) if k else math.nan
+
+    logged = progress.sort_values(rf.EPOCH).dropna(subset=[metric]).groupby("seed")[metric]
+    return logged.apply(moved).reindex(seeds).to_numpy(float)
 
 
 def seed_matrix(progress: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -135,14 +202,8 @@ def seed_matrix(progress: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.nda
     return epochs, steps.reindex(values.columns).to_numpy(float), values.to_numpy(float)
 
 
-def curve(
-    progress: pd.DataFrame,
-    metric: str,
-    rng: np.random.Generator,
-    confidence: float = CONFIDENCE,
-    n_resamples: int = N_RESAMPLES,
-) -> pd.DataFrame:
-    """Mean and bootstrap CI across seeds at every epoch where any seed logged ``metric``.
+def curve(progress: pd.DataFrame, metric: str, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Mean and Student-t CI across seeds at every epoch where any seed logged ``metric``.
 
     Returns columns ``Epoch, TotalEnvSteps, n_seeds, mean, ci_low, ci_high`` (CI NaN where n_seeds < 2).
     """
@@ -152,7 +213,7 @@ def curve(
     epochs, steps, values = seed_matrix(progress, metric)
     keep = ~np.isnan(values).all(axis=0)
     epochs, steps, values = epochs[keep], steps[keep], values[:, keep]
-    low, high = bootstrap_ci(values, rng, "mean", confidence, n_resamples)
+    low, high = t_interval(values, confidence)
     return pd.DataFrame(
         {
             rf.EPOCH: epochs,

@@ -1,20 +1,32 @@
 """Evaluate a declared comparison on our runs: our value at the matched x, the published value there, the
 band, and a verdict.
 
-Verdicts:
+Verdicts, the first that applies:
 
-- ``reproduced``: our mean across seeds lies inside ``[reference − tolerance, reference + tolerance]``
-  (edges included) at the matched budget;
-- ``below`` / ``above``: outside the band at the matched budget;
+- ``no-reference``: nothing is published to compare with (our value is still reported);
+- ``no-data``: our runs never logged the metric up to the matched x (e.g. no meta-test yet);
 - ``budget-short``: our runs end before the declared budget (``Comparison.budget_epochs``), or before the
   reference's x range starts; compared at the largest common x, and the note says where we stand there;
-- ``no-reference``: nothing is published to compare with (our value is still reported);
-- ``no-data``: our runs never logged the metric up to the matched x (e.g. no meta-test yet).
+- ``off-protocol``: the runs' config differs from garage's example (the ``full`` preset) in a field that
+  changes the algorithm or its measurements (``--set`` overrides, or another profile at full length);
+  the note lists the fields and says where we stand;
+- ``too-few-seeds``: fewer than :data:`MIN_SEEDS` seeds; the note says where we stand;
+- a band comparison: ``reproduced`` when our mean across seeds lies inside ``[reference − tolerance,
+  reference + tolerance]`` (edges included), else ``below`` / ``above``;
+- a floor comparison (a reference that is a lower bound, not a target, e.g. garage's own runs of its buggy
+  MAML): ``at-or-above-floor`` when our mean is at least ``reference − tolerance``, else ``below-floor``.
+
+Every comparison also says whether our runs **learned** (``learned``, from how far the metric moved from
+its first to its last logged values, per seed: :func:`bench.stats.start_to_end`): ``no`` when it did not
+rise on average, ``yes`` when it rose and the Student-t CI of the rise across seeds lies above zero,
+``unclear`` otherwise. A verdict inside a band or above a floor that contains the untrained policy's value
+says little without it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,18 +39,31 @@ from bench.comparisons import Comparison
 REPRODUCED = "reproduced"
 BELOW = "below"
 ABOVE = "above"
+AT_OR_ABOVE_FLOOR = "at-or-above-floor"
+BELOW_FLOOR = "below-floor"
 BUDGET_SHORT = "budget-short"
+OFF_PROTOCOL = "off-protocol"
+TOO_FEW_SEEDS = "too-few-seeds"
 NO_REFERENCE = "no-reference"
 NO_DATA = "no-data"
-VERDICTS = (REPRODUCED, BELOW, ABOVE, BUDGET_SHORT, NO_REFERENCE, NO_DATA)
+VERDICTS = (
+    REPRODUCED, BELOW, ABOVE, AT_OR_ABOVE_FLOOR, BELOW_FLOOR, BUDGET_SHORT, OFF_PROTOCOL, TOO_FEW_SEEDS,
+    NO_REFERENCE, NO_DATA,
+)  # fmt: skip
+MIN_SEEDS = 3
+"""Fewest seeds for a verdict on a reference (garage ran 3–5 per example; the harness's default is 3)."""
+LEARNED, NOT_LEARNED, UNCLEAR = "yes", "no", "unclear"
 
 X_COLUMN = {"env_steps": rf.TOTAL_ENV_STEPS, "epochs": rf.EPOCH}
 
 
-def position(ours: float, reference: float, tolerance: float) -> str:
-    """Where our value lies relative to the band ``reference ± tolerance`` (edges inside); '' if unknown."""
+def position(ours: float, reference: float, tolerance: float, kind: str = "band") -> str:
+    """Where our value lies relative to the band ``reference ± tolerance`` (edges inside), or for
+    ``kind="floor"`` relative to ``reference − tolerance``; '' if unknown."""
     if any(math.isnan(v) for v in (ours, reference, tolerance)):
         return ""
+    if kind == "floor":
+        return BELOW_FLOOR if ours < reference - tolerance else AT_OR_ABOVE_FLOOR
     if ours < reference - tolerance:
         return BELOW
     if ours > reference + tolerance:
@@ -46,7 +71,14 @@ def position(ours: float, reference: float, tolerance: float) -> str:
     return REPRODUCED
 
 
-def verdict(has_reference: bool, has_data: bool, at_budget: bool, where: str) -> str:
+def verdict(
+    has_reference: bool,
+    has_data: bool,
+    at_budget: bool,
+    where: str,
+    deviations: Sequence[str] = (),
+    n_seeds: int = MIN_SEEDS,
+) -> str:
     """The verdict from the comparison's facts (see the module docstring)."""
     if not has_reference:
         return NO_REFERENCE
@@ -54,7 +86,28 @@ def verdict(has_reference: bool, has_data: bool, at_budget: bool, where: str) ->
         return NO_DATA
     if not at_budget or not where:
         return BUDGET_SHORT
+    if deviations:
+        return OFF_PROTOCOL
+    if n_seeds < MIN_SEEDS:
+        return TOO_FEW_SEEDS
     return where
+
+
+def learned(moved: np.ndarray) -> tuple[str, float, float, float]:
+    """(``yes`` / ``no`` / ``unclear``, mean, CI low, CI high) of the per-seed movement from the first to
+    the last logged values (``moved``, NaN entries dropped): ``no`` when the mean movement is ≤ 0 (the
+    metric did not rise), ``yes`` when it rose and its t-interval lies above zero, ``unclear`` when it rose
+    but the interval reaches zero, or with fewer than 2 seeds."""
+    moved = np.asarray(moved, dtype=float)
+    moved = moved[~np.isnan(moved)]
+    if len(moved) == 0:
+        return UNCLEAR, math.nan, math.nan, math.nan
+    low, high = stats.t_interval(moved[:, None])
+    mean = float(moved.mean())
+    if mean <= 0:
+        return NOT_LEARNED, mean, float(low[0]), float(high[0])
+    answer = LEARNED if low[0] > 0 else UNCLEAR  # NaN (one seed) compares False: unclear
+    return answer, mean, float(low[0]), float(high[0])
 
 
 def per_seed_values(progress: pd.DataFrame, comparison: Comparison, upto: float) -> np.ndarray:
@@ -70,18 +123,29 @@ def per_seed_values(progress: pd.DataFrame, comparison: Comparison, upto: float)
     return stats.per_seed(progress, comparison.metric, statistic, comparison.window)
 
 
+def per_seed_moved(progress: pd.DataFrame, comparison: Comparison, upto: float) -> np.ndarray:
+    """Per seed, how far the compared metric moved over training up to the matched x (see
+    :func:`bench.stats.start_to_end`)."""
+    if comparison.match != "adapt_steps":
+        progress = progress[progress[X_COLUMN[comparison.match]] <= upto]
+    return stats.start_to_end(progress, comparison.metric, comparison.window)
+
+
 def evaluate(
     comparison: Comparison,
     progress: pd.DataFrame,
     published: pd.DataFrame,
     rng: np.random.Generator,
     n_resamples: int = stats.N_RESAMPLES,
+    deviations: Sequence[str] = (),
 ) -> dict[str, object]:
     """One comparison on one experiment's runs.
 
     ``progress``: the stacked progress rows of the runs to compare (columns ``seed``, ``Epoch``,
     ``TotalEnvSteps`` and the metric; ``Epoch`` counts from 0, so epoch ``budget_epochs − 1`` ends the
-    budget). Returns one row of the verdict table (see ``bench.report.SUMMARY_COLUMNS``).
+    budget). ``deviations``: how the runs' config differs from garage's example (``field=value`` phrases,
+    see :func:`bench.report.protocol_deviations`). Returns one row of the verdict table (see
+    ``bench.report.SUMMARY_COLUMNS``).
     """
     c = comparison
     notes: list[str] = []
@@ -123,14 +187,25 @@ def evaluate(
         notes.append(f"no values of {c.metric!r} up to the compared x")
     published_y = pub.value_at(series, compare_x) if series is not None and overlap else math.nan
     ref_y = published_y * c.y_scale
-    where = position(float(summary["mean"]), ref_y, c.tolerance)
-    result = verdict(c.reference is not None, has_data, at_budget and overlap, where)
+    where = position(float(summary["mean"]), ref_y, c.tolerance, c.kind)
+    n_seeds = int(summary["n_seeds"])
+    result = verdict(c.reference is not None, has_data, at_budget and overlap, where, deviations, n_seeds)
+    there = f"; there: {where}" if where else ""
     if result == BUDGET_SHORT:
         epochs_done = int(last_epoch + 1) if not math.isnan(last_epoch) else 0
-        there = f"; there: {where}" if where else ""
         notes.insert(
             0, f"runs end after {epochs_done}/{c.budget_epochs} epochs: compared at x={compare_x:g}{there}"
         )
+    elif result == OFF_PROTOCOL:
+        notes.insert(0, f"config differs from garage's example: {', '.join(deviations)}{there}")
+    elif result == TOO_FEW_SEEDS:
+        notes.insert(0, f"{n_seeds} seed(s), a verdict needs ≥ {MIN_SEEDS}{there}")
+    elif result == REPRODUCED:
+        low, high = float(summary["ci_low"]), float(summary["ci_high"])
+        if low < ref_y - c.tolerance or high > ref_y + c.tolerance:
+            notes.append(f"the mean is inside the band but its CI [{low:.4g}, {high:.4g}] reaches outside")
+    moved = per_seed_moved(rows, c, compare_x) if len(rows) else np.array([])
+    did_learn, moved_mean, moved_low, moved_high = learned(moved)
     notes += [n for n in (c.note, str(summary["ci_note"]) if has_data else "") if n]
     return {
         "comparison": c.name,
@@ -161,6 +236,10 @@ def evaluate(
         "band_high": ref_y + c.tolerance,
         "position": where,
         "verdict": result,
+        "learned": did_learn,
+        "moved": moved_mean,
+        "moved_ci_low": moved_low,
+        "moved_ci_high": moved_high,
         "note": "; ".join(notes),
         "tolerance_reason": c.tolerance_reason,
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,18 @@ def test_a_comparison_must_state_its_reasons(kwargs, message):
     base = dict(name="c", metric=rf.RETURN, match="env_steps")
     with pytest.raises(ValueError, match=message):
         Comparison(**(base | kwargs))
+
+
+def test_a_blank_approx_flag_is_an_error_not_true(tmp_path):
+    """``bool("")`` is False but ``bool(nan)`` is True: a blank flag must not silently read as set."""
+    for name in pub.FILES:
+        (tmp_path / name).write_text((pub.PUBLISHED_DIR / name).read_text())
+    path = tmp_path / pub.FILES[0]
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    rows[1][rows[0].index("approx")] = ""
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    with pytest.raises(pub.PublishedDataError, match="column 'approx' must be true or false.*line 2"):
+        pub.load_published(tmp_path)
+    assert pub.load_published()["approx"].dtype == bool

@@ -14,13 +14,29 @@ import pytest
 from matplotlib.container import BarContainer
 from synthetic_runs import progress, write_run, write_seeds
 
-from bench import plots
+from bench import plots, stats
 from bench import published as pub
 from bench import run_format as rf
 from bench.comparisons import Comparison
 from bench.report import build_tables, figure_inputs, make_figures, report
 from bench.runs import RunFolderError, load_runs
-from bench.verdicts import ABOVE, BELOW, BUDGET_SHORT, NO_DATA, NO_REFERENCE, REPRODUCED, position
+from bench.verdicts import (
+    ABOVE,
+    AT_OR_ABOVE_FLOOR,
+    BELOW,
+    BELOW_FLOOR,
+    BUDGET_SHORT,
+    LEARNED,
+    MIN_SEEDS,
+    NO_DATA,
+    NO_REFERENCE,
+    NOT_LEARNED,
+    OFF_PROTOCOL,
+    REPRODUCED,
+    TOO_FEW_SEEDS,
+    UNCLEAR,
+    position,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = 200  # bootstrap resamples in tests
@@ -94,9 +110,52 @@ CORRUPTIONS = {
     "progress epochs repeat": (
         lambda f: _replace_text(f / rf.PROGRESS, "\n2.0,", "\n1.0,"),
         rf.PROGRESS,
-        "strictly increasing",
+        "must count 0, 1, 2, … one row per epoch (line 4 breaks it)",
+    ),
+    "progress skips an epoch": (
+        lambda f: _drop_line(f / rf.PROGRESS, 3),
+        rf.PROGRESS,
+        "must count 0, 1, 2, … one row per epoch (line 3 breaks it)",
+    ),
+    "progress line torn mid-write": (
+        lambda f: _cut_last_line(f / rf.PROGRESS, keep=2),
+        rf.PROGRESS,
+        "line 6 has 2 cells, the header 4",
+    ),
+    "progress line too long": (
+        lambda f: _replace_text(f / rf.PROGRESS, "3000.0,1.0", "3000.0,1.0,7"),
+        rf.PROGRESS,
+        "line 4 has 5 cells, the header 4",
+    ),
+    "progress has an infinity": (
+        lambda f: _replace_text(f / rf.PROGRESS, "3000.0,1.0", "3000.0,inf"),
+        rf.PROGRESS,
+        "infinite value in column 'Average/AverageReturn' at line 4",
+    ),
+    "progress is not UTF-8": (
+        lambda f: (f / rf.PROGRESS).write_bytes(b"Epoch,\xff\xfe\n"),
+        rf.PROGRESS,
+        "not UTF-8 text",
+    ),
+    "progress lacks epochs the manifest counts": (
+        lambda f: _drop_line(f / rf.PROGRESS, 6),
+        rf.PROGRESS,
+        "has 4 rows, but manifest.json says 5 epochs completed",
     ),
 }
+
+
+def _drop_line(path: Path, line: int) -> None:
+    """Remove line ``line`` (1 = the header) of a text file."""
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: line - 1] + lines[line:]))
+
+
+def _cut_last_line(path: Path, keep: int) -> None:
+    """Cut the last line after its first ``keep`` cells, as a kill mid-write would."""
+    lines = path.read_text().splitlines(keepends=True)
+    lines[-1] = ",".join(lines[-1].split(",")[:keep])
+    path.write_text("".join(lines))
 
 
 @pytest.mark.parametrize("case", list(CORRUPTIONS))
@@ -110,6 +169,21 @@ def test_corrupt_run_folders_raise_an_error_naming_the_file(tmp_path, case):
         load_runs(tmp_path)
     assert caught.value.path == folder / file_name
     assert message in str(caught.value) and str(folder / file_name) in str(caught.value)
+
+
+def test_an_unfinished_run_keeps_its_rows_and_drops_a_torn_last_line(tmp_path):
+    """A run killed mid-epoch: rows logged after its last checkpoint are kept, a torn last line is left out
+    with a note; the same files in a finished run are an error."""
+    table = progress(5, 1000.0, {rf.RETURN: 1.0, rf.SUCCESS: np.nan})
+    folder = write_run(tmp_path, HCD, 0, table, status=rf.STATUS_RUNNING, epochs_total=10, epochs_completed=3)
+    _cut_last_line(folder / rf.PROGRESS, keep=2)
+    (run,) = load_runs(tmp_path)
+    assert list(run.progress[rf.EPOCH]) == [0.0, 1.0, 2.0, 3.0] and run.partial
+    assert any("line 6 is torn" in note for note in run.notes)
+    assert any("1 epoch(s) logged after the last checkpoint" in note for note in run.notes)
+    _replace_text(folder / rf.MANIFEST, '"running"', '"finished"')
+    with pytest.raises(RunFolderError, match="line 6 has 2 cells"):
+        load_runs(tmp_path)
 
 
 def test_layout_errors_name_the_path(tmp_path):
@@ -290,12 +364,122 @@ def test_runs_that_end_before_the_reference_starts_have_no_reference_value(tmp_p
 
 def test_a_metric_never_logged_gives_no_data(tmp_path, published):
     write_seeds(
-        tmp_path, ML10, [0.4, 0.45], rf.SUCCESS, steps_per_epoch=200_000, extra={rf.TEST_SUCCESS: np.nan}
+        tmp_path,
+        ML10,
+        [0.4, 0.45, 0.425],
+        rf.SUCCESS,
+        steps_per_epoch=200_000,
+        extra={rf.TEST_SUCCESS: np.nan},
     )
     tables = tables_for(tmp_path, published)
     assert row(tables, "table1-meta-test")["verdict"] == NO_DATA
     assert "no values of 'MetaTest/Average/SuccessRate'" in row(tables, "table1-meta-test")["note"]
     assert row(tables, "table1-meta-train")["verdict"] == REPRODUCED  # 0.425 vs 0.444 ± 0.1
+
+
+# --- what a verdict needs: garage's config, enough seeds, and learning ----------------------------------
+def _flat_comparison(**changes) -> Comparison:
+    fields = dict(
+        name="flat", metric=rf.RETURN, match="env_steps", reference="flat", tolerance=10.0,
+        tolerance_reason="test", primary=True,
+    )  # fmt: skip
+    return Comparison(**(fields | changes))
+
+
+def test_runs_off_garages_config_get_no_verdict_and_the_note_names_the_fields(tmp_path):
+    for folder in write_seeds(tmp_path, HCD, [100.0] * 3, rf.RETURN):
+        config = json.loads((folder / rf.CONFIG).read_text())
+        (folder / rf.CONFIG).write_text(json.dumps(config | {"inner_lr": 0.05, "device": "cuda"}))
+    result = row(tables_for(tmp_path, _flat_reference(100.0), {HCD: (_flat_comparison(),)}), "flat")
+    assert result["verdict"] == OFF_PROTOCOL
+    assert "inner_lr=0.05 (garage's example: 0.1)" in result["note"] and "there: reproduced" in result["note"]
+    assert "device" not in result["note"]  # the device changes no result beyond rounding
+
+
+def test_seeds_with_different_configs_are_flagged(tmp_path):
+    folders = write_seeds(tmp_path, HCD, [100.0] * 3, rf.RETURN)
+    config = json.loads((folders[0] / rf.CONFIG).read_text())
+    (folders[0] / rf.CONFIG).write_text(json.dumps(config | {"checkpoint_every": 5}))
+    result = row(tables_for(tmp_path, _flat_reference(100.0), {HCD: (_flat_comparison(),)}), "flat")
+    assert "the seeds ran with different configs (checkpoint_every)" in result["note"]
+    assert result["verdict"] == REPRODUCED  # checkpoints change no result
+
+
+@pytest.mark.parametrize("seeds, expected", [(1, TOO_FEW_SEEDS), (2, TOO_FEW_SEEDS), (MIN_SEEDS, REPRODUCED)])
+def test_a_verdict_needs_enough_seeds(tmp_path, seeds, expected):
+    write_seeds(tmp_path, HCD, [100.0] * seeds, rf.RETURN)
+    result = row(tables_for(tmp_path, _flat_reference(100.0), {HCD: (_flat_comparison(),)}), "flat")
+    assert result["verdict"] == expected
+    if expected == TOO_FEW_SEEDS:
+        assert f"{seeds} seed(s), a verdict needs ≥ {MIN_SEEDS}; there: reproduced" in result["note"]
+
+
+@pytest.mark.parametrize(
+    "ours, expected", [(90.0, AT_OR_ABOVE_FLOOR), (500.0, AT_OR_ABOVE_FLOOR), (90.0 - 1e-9, BELOW_FLOOR)]
+)
+def test_a_floor_is_one_sided(tmp_path, ours, expected):
+    write_seeds(tmp_path, HCD, [ours] * 3, rf.RETURN)
+    comparison = _flat_comparison(kind="floor")
+    assert (
+        row(tables_for(tmp_path, _flat_reference(100.0), {HCD: (comparison,)}), "flat")["verdict"] == expected
+    )
+
+
+def test_garages_own_runs_are_floors():
+    from bench.comparisons import COMPARISONS
+
+    kinds = {c.reference: c.kind for cs in COMPARISONS.values() for c in cs if c.reference}
+    assert {r for r, k in kinds.items() if k == "floor"} == {"garage_v2_ml1_push", "garage_v2_ml10"}
+
+
+@pytest.mark.parametrize("slope, expected", [(1.0, LEARNED), (0.0, NOT_LEARNED), (-1.0, NOT_LEARNED)])
+def test_learned_says_whether_the_metric_rose_over_training(tmp_path, slope, expected):
+    for seed, noise in enumerate([-0.5, 0.0, 0.5]):
+        values = slope * np.arange(300) + noise * np.cos(np.arange(300))
+        write_run(tmp_path, HCD, seed, progress(300, 160_000.0, {rf.RETURN: values}))
+    result = row(tables_for(tmp_path, _flat_reference(100.0), {HCD: (_flat_comparison(),)}), "flat")
+    assert result["learned"] == expected
+    assert result["moved"] == pytest.approx(slope * 290, abs=1.0)  # last 10 vs first 10 epochs
+
+
+def test_learned_is_unclear_when_the_seeds_disagree(tmp_path):
+    for seed, slope in enumerate([1.0, -1.0, 0.8]):
+        write_run(tmp_path, HCD, seed, progress(300, 160_000.0, {rf.RETURN: slope * np.arange(300)}))
+    result = row(tables_for(tmp_path, _flat_reference(100.0), {HCD: (_flat_comparison(),)}), "flat")
+    assert result["learned"] == UNCLEAR and result["moved_ci_low"] < 0 < result["moved_ci_high"]
+
+
+def test_final_value_counts_the_last_epochs_not_the_last_logged_rows():
+    """A metric logged every 10th epoch: its final value is the one logged in the last 10 epochs, not the
+    mean of its last 10 evaluations (most of training)."""
+    epochs = np.arange(300, dtype=float)
+    metric = np.where(epochs % 10 == 9, epochs, np.nan)
+    table = pd.DataFrame({"seed": 0, rf.EPOCH: epochs, "m": metric})
+    assert stats.per_seed(table, "m", "final") == pytest.approx([299.0])
+    dense = table.assign(m=epochs)
+    assert stats.per_seed(dense, "m", "final") == pytest.approx([294.5])  # mean of epochs 290 … 299
+    cut = table[table[rf.EPOCH] <= 295]  # nothing logged in its last 10 epochs: the last logged value
+    assert stats.per_seed(cut, "m", "final") == pytest.approx([289.0])
+
+
+def test_provenance_lists_commits_and_warns_when_averaged_runs_differ(tmp_path):
+    folders = write_seeds(tmp_path, HCD, [100.0] * 3, rf.RETURN)
+    for index, folder in enumerate(folders):
+        manifest = json.loads((folder / rf.MANIFEST).read_text())
+        commit = "a" * 40 if index < 2 else "b" * 40
+        manifest |= {"git": {"commit": commit, "dirty": index == 0}, "versions": {"torch": "2.13.0"}}
+        manifest |= {"starts": [{"host": "h", "cpu": "c", "device": "cpu"}]}
+        (folder / rf.MANIFEST).write_text(json.dumps(manifest))
+    (prov,) = tables_for(tmp_path, _flat_reference(100.0), {HCD: (_flat_comparison(),)}).provenance.to_dict(
+        "records"
+    )
+    assert (
+        prov["runs"] == 3
+        and "aaaaaaaaaaaa (dirty) (1)" in prov["commits"]
+        and "bbbbbbbbbbbb (1)" in prov["commits"]
+    )
+    assert prov["versions"] == "torch 2.13.0" and prov["devices"] == "cpu"
+    assert prov["warning"] == "runs averaged together differ in commits"
 
 
 # --- figures and files ----------------------------------------------------------------------------------
@@ -350,7 +534,7 @@ def test_per_class_and_adapt_step_figures_draw_every_input():
     refs = pd.DataFrame({"label": ["a"] * 4 + ["oracle"], "x": [0, 1, 2, 3, np.nan], "y": [1.0, 2, 3, 4, 9]})
     (ax,) = plots.adapt_steps_figure(ours, refs, "test").axes
     assert _data_lines(ax) == 3
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ours (mean, 95 % CI)", "a", "oracle"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ours (mean, 95 % t-CI)", "a", "oracle"]
 
 
 def test_figure_inputs_hold_our_lines_and_every_compared_reference(tmp_path, published):
@@ -361,9 +545,12 @@ def test_figure_inputs_hold_our_lines_and_every_compared_reference(tmp_path, pub
     ours, refs = figure_inputs(tables.curves, COMPARISONS[HCD], published)
     assert ours["line"].nunique() == 2 and len(ours) == 2 * 20  # post- and pre-adaptation, 20 epochs each
     assert list(refs["label"].unique()) == [
-        "ProMP paper Fig. 2: MAML (TRPO)",
-        "learn2learn maml_trpo.py: 1 step",
+        "ProMP paper Fig. 2: MAML (TRPO) (band ±50)",
+        "learn2learn maml_trpo.py: 1 step (band ±90)",
     ]
+    np.testing.assert_allclose(
+        refs["high"] - refs["low"], np.where(refs["label"].str.startswith("ProMP"), 100, 180)
+    )
     l2l = refs[refs["label"].str.startswith("learn2learn")]
     assert l2l["x"].tolist()[:2] == [160_000.0, 51 * 160_000.0]  # iterations 0, 50 at our steps per epoch
 
@@ -391,6 +578,7 @@ def test_report_writes_summary_report_and_one_figure_per_kind(tmp_path, publishe
         assert path.is_file() and path.stat().st_size > 1000, name
         assert f"(plots/{name})" in text
     assert "## Caveats" in text and "budget-short" in text and "table1-meta-test" in text
+    assert "## Provenance" in text and (tmp_path / "provenance.csv").is_file()
     figures = make_figures(tables_for(tmp_path, published), published)
     assert len(figures) == 4
 
@@ -402,7 +590,7 @@ def _cli(results: Path) -> subprocess.CompletedProcess:
 
 
 def test_cli_prints_the_verdict_table_and_the_report_path(tmp_path):
-    write_seeds(tmp_path, HCD, [214.0, 216.0], rf.RETURN)
+    write_seeds(tmp_path, HCD, [214.0, 215.0, 216.0], rf.RETURN)
     done = _cli(tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -415,6 +603,7 @@ def test_cli_prints_the_verdict_table_and_the_report_path(tmp_path):
         "seeds",
         "ours",
         "reference",
+        "learned",
         "verdict",
     ]
     assert any(HCD in line and "promp-maml" in line and line.endswith(REPRODUCED) for line in lines)
