@@ -60,8 +60,8 @@ class Comparison:
     and being far above it is no failure."""
     tolerance_reason: str = ""
     window: int = 10
-    """Logged values averaged per seed for ``statistic="value"`` (single epochs are noisy; the published
-    curves are smoothed means)."""
+    """Epochs whose logged values are averaged per seed for ``statistic="value"`` (single epochs are noisy;
+    the published curves are smoothed means), and the values averaged at each end for ``learned``."""
     budget_epochs: int = GARAGE_EPOCHS
     """Epochs of training at which the comparison is declared; runs that end earlier are budget-short."""
     primary: bool = False

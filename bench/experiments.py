@@ -2,8 +2,10 @@
 
 Profile ``full`` is garage's example exactly (shared/docs/garage-maml.md, "The five examples"), except
 where a documented choice is needed: Meta-World v3 episodes last 500 steps (garage's examples used 200-step
-v1 environments; the Meta-World paper's MAML numbers use 500-step v2 episodes), and meta-test on Meta-World
-runs every 10th epoch instead of every epoch (garage's bug 6: 250 test tasks every epoch). ``quick`` is the
+v1 environments; the Meta-World paper's MAML numbers use 500-step v2 episodes), meta-test on Meta-World
+runs every 10th epoch instead of every epoch (garage's bug 6: 250 test tasks every epoch), and HalfCheetahDir
+meta-tests 10 held-out directions drawn once per run, with returns after up to 3 adaptation steps (garage:
+one direction drawn per evaluation, one step; README, "Where garage's source says nothing"). ``quick`` is the
 same algorithm scaled down to finish all five × 3 seeds in about an hour on 2 cores; ``smoke`` runs every
 code path in seconds. Any field can be overridden (:func:`apply_overrides`).
 """

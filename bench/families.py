@@ -84,7 +84,8 @@ class MetaWorldFamily:
     must be a multiple of ``C``). Test tasks: ``n`` of the benchmark's test tasks (50 for ML1, 250 for ML10
     and ML45), spread evenly over the test classes, capped at what exists.
 
-    Meta-test follows Meta-World's protocol (metaworld/evaluation.py) as the trainer runs it: adapt on
+    Meta-test has the shape of Meta-World's protocol (metaworld/evaluation.py), with garage's episode counts
+    (10 adaptation episodes, 1 test episode; Meta-World's own evaluation runs 3): adapt on
     ``test_adaptation_episodes`` episodes with ``num_grad_updates`` steps, then run ``test_episodes``
     episodes; an episode succeeds if ``info["success"]`` is 1 at any step; success rates overall and per class
     by name. With the test tasks spread evenly the overall rate equals Meta-World's mean of per-class rates.

@@ -424,9 +424,11 @@ class Trainer:
     def _meta_test(self, family: TaskFamily, tasks, envs, theta: Params, epoch: int) -> dict[str, float]:
         """Adapt to each held-out task on fresh episodes and measure before, during and after adaptation.
 
-        Meta-World's protocol (metaworld/evaluation.py): adapt on ``test_adaptation_episodes`` episodes
-        with ``num_grad_updates`` steps, then run ``test_episodes`` episodes; success rates overall and per
-        class by name. garage meta-tests all 250 test tasks every epoch; the ``full`` profile every 10 epochs.
+        The shape of Meta-World's protocol (metaworld/evaluation.py) with garage's numbers: adapt on
+        ``test_adaptation_episodes`` episodes with ``num_grad_updates`` steps, then run ``test_episodes``
+        episodes (garage's examples: 10 and 1 on Meta-World; Meta-World's own evaluation runs 3); success
+        rates overall and per class by name. garage meta-tests all 250 test tasks every epoch; the ``full``
+        profile every 10 epochs.
         """
         cfg = self.config
         adapt_env, eval_env = envs

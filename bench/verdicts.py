@@ -114,8 +114,8 @@ def per_seed_values(progress: pd.DataFrame, comparison: Comparison, upto: float)
     """Our value per seed at the matched x: ``[n_seeds]`` in seed order, NaN for a seed with no value.
 
     ``progress``: rows of one experiment's runs, already cut at the compared epoch. Rows count up to ``upto``
-    on the comparison's x column (all rows for ``adapt_steps``); ``statistic="value"`` averages the last
-    ``window`` logged values, ``"max"`` takes the maximum over them all.
+    on the comparison's x column (all rows for ``adapt_steps``); ``statistic="value"`` averages what was
+    logged in the last ``window`` epochs (:func:`bench.stats.per_seed`), ``"max"`` takes the maximum of all.
     """
     if comparison.match != "adapt_steps":
         progress = progress[progress[X_COLUMN[comparison.match]] <= upto]
