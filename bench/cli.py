@@ -39,7 +39,7 @@ def report_and_print(
             results,
             published_dir=published or PUBLISHED_DIR,
             ci_seed=ci_seed,
-            n_resamples=n_resamples or N_RESAMPLES,
+            n_resamples=N_RESAMPLES if n_resamples is None else n_resamples,
         )
     except (RunFolderError, PublishedDataError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -51,6 +51,21 @@ def report_and_print(
 
 def _report(args: argparse.Namespace) -> int:
     return report_and_print(args.results, args.published, args.ci_seed, args.n_resamples)
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer ≥ ``low`` (argparse reports anything else and exits with status 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
 
 
 def add_report(subparsers: argparse._SubParsersAction) -> None:
@@ -68,9 +83,11 @@ def add_report(subparsers: argparse._SubParsersAction) -> None:
         "--published", type=Path, default=None, help="published reference data (default: results/published)"
     )
     parser.add_argument(
-        "--ci-seed", type=int, default=0, help="seed of the bootstrap's generator (default: 0)"
+        "--ci-seed", type=_at_least(0), default=0, help="seed of the bootstrap's generator (default: 0)"
     )
-    parser.add_argument("--n-resamples", type=int, default=None, help="bootstrap resamples (default: 2000)")
+    parser.add_argument(
+        "--n-resamples", type=_at_least(1), default=None, help="bootstrap resamples (default: 2000)"
+    )
     parser.set_defaults(func=_report)
 
 

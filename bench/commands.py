@@ -60,18 +60,52 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unique(values: list, what: str) -> list:
+    """``values`` without repeats (first occurrence kept), saying so: one run folder, one trainer."""
+    unique = list(dict.fromkeys(values))
+    if len(unique) < len(values):
+        print(f"note: repeated {what} ignored ({len(values) - len(unique)})", file=sys.stderr)
+    return unique
+
+
+def _check_device(configs: list, executor: str) -> None:
+    """A CUDA device named for local runs must exist here (a Ray cluster's nodes are not checked)."""
+    import torch
+
+    for name, config in configs:
+        device = torch.device(config.device)
+        if executor == "local" and device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                f"{name}: device {config.device!r} asked for, but torch sees no CUDA device here"
+            )
+
+
 def _train(args: argparse.Namespace, experiments: list[str]) -> int:
+    from bench import files
     from bench.executors import execute, plan
+    from bench.trainer import check_run_folder
 
     if args.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {args.executor!r}; valid: {', '.join(EXECUTORS)}")
     if any(seed < 0 for seed in args.seeds):
         raise ConfigError(f"seeds must be non-negative, got {args.seeds}")
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    experiments, seeds = _unique(experiments, "experiments"), _unique(args.seeds, "seeds")
     configs = [(name, apply_overrides(preset(name, args.profile), args.overrides)) for name in experiments]
+    _check_device(configs, args.executor)
     _check_results(args.results)
-    specs = plan(configs, args.profile, args.seeds, args.results, args.jobs)
+    specs = plan(configs, args.profile, seeds, args.results, args.jobs)
+    for spec in specs:  # every run folder that exists must fit its run and be free: nothing starts otherwise
+        check_run_folder(spec)
+        if spec.path.is_dir():
+            try:
+                with files.exclusive(spec.path):
+                    pass
+            except files.FolderInUseError as error:
+                raise ConfigError(str(error)) from error
     print(
-        f"{len(specs)} runs ({len(experiments)} experiments × {len(args.seeds)} seeds), profile "
+        f"{len(specs)} runs ({len(experiments)} experiments × {len(seeds)} seeds), profile "
         f"{args.profile}, {args.executor} executor, {specs[0].threads} thread(s) per run → {args.results}",
         flush=True,
     )
@@ -84,6 +118,8 @@ def _train(args: argparse.Namespace, experiments: list[str]) -> int:
 
 
 def _check_results(results: Path) -> None:
+    if results.exists() and not results.is_dir():
+        raise ConfigError(f"results folder {results} is a file, not a folder")
     try:
         results.mkdir(parents=True, exist_ok=True)
         probe = results / ".write-test"

@@ -8,8 +8,11 @@ A run that fails does not stop the others; its error is kept in its manifest and
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +65,25 @@ def train_one(spec: RunSpec) -> RunSummary:
     return Trainer(spec).run()
 
 
+def _die_with_parent(parent: int) -> None:
+    """A worker's initializer: on Linux, have the kernel kill this worker when the process that started it
+    dies, however it dies (``kill -9`` of the CLI must not leave a trainer writing into a run folder that a
+    rerun is about to resume). The run folder's lock (:func:`bench.files.exclusive`) covers the rest."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def _epochs_done(spec: RunSpec) -> int:
     try:
-        return int(files.read_json(spec.path / rf.MANIFEST).get("epochs_completed", 0))
-    except (OSError, ValueError):
+        return int(files.read_json_object(spec.path / rf.MANIFEST).get("epochs_completed", 0))
+    except (OSError, ValueError, TypeError):
         return 0
 
 
@@ -110,7 +128,12 @@ def run_local(
     echo = echo or bar.write
     summaries, failures = [], []
     context = multiprocessing.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(max_workers=min(jobs, len(specs)) or 1, mp_context=context)
+    pool = cf.ProcessPoolExecutor(
+        max_workers=min(jobs, len(specs)) or 1,
+        mp_context=context,
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
     try:
         futures = {pool.submit(train_one, spec): spec for spec in specs}
         pending = set(futures)

@@ -13,12 +13,17 @@ code path in seconds. Any field can be overridden (:func:`apply_overrides`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, fields, replace
+
+import torch
 
 from maml.config import AdamConfig, MAMLConfig, TRPOConfig
 
 ENVS = ("half_cheetah_dir", "ml1_push", "ml10", "ml45")
+TRAIN_CLASSES = {"ml10": 10, "ml45": 45}
+"""Meta-World's multi-class benchmarks: a meta-batch holds the same number of goals of every train class."""
 ALGOS = ("trpo", "ppo", "vpg")
 
 
@@ -91,6 +96,23 @@ class ExperimentConfig:
             raise ConfigError("evaluate_every_n_epochs and test_adapt_steps must be ≥ 0")
         if not self.action_scale > 0 or any(h < 1 for h in self.hidden_sizes):
             raise ConfigError("action_scale must be > 0 and hidden sizes ≥ 1")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
+        classes = TRAIN_CLASSES.get(self.env, 1)
+        if self.meta_batch_size % classes:
+            raise ConfigError(
+                f"{self.env} has {classes} train classes: meta_batch_size must be a multiple of {classes} "
+                f"(each meta-batch holds meta_batch_size/{classes} goals of every class), got "
+                f"{self.meta_batch_size}"
+            )
+        try:
+            torch.device(self.device)
+        except RuntimeError as error:
+            raise ConfigError(
+                f"device {self.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)"
+            ) from error
         try:  # the algorithm configs validate their own fields
             self.maml(), self.trpo(), self.adam()
         except ValueError as error:

@@ -187,9 +187,10 @@ def read_run(folder: Path) -> Run:
     notes: list[str] = []
     progress_path = folder / rf.PROGRESS
     finished = manifest["status"] == rf.STATUS_FINISHED
-    if not progress_path.exists() and done == 0 and not finished:
+    empty = not progress_path.exists() or progress_path.stat().st_size == 0
+    if empty and done == 0 and not finished:  # the trainer opens progress.csv before its first epoch ends
         progress = pd.DataFrame({c: pd.Series(dtype=float) for c in REQUIRED_COLUMNS})
-        notes.append("no progress.csv yet (0 epochs completed)")
+        notes.append("no epoch logged yet")
     else:
         progress, notes = read_progress(progress_path, torn_tail_ok=not finished)
     # the trainer appends a row every epoch and checkpoints (updating the manifest) every few: an

@@ -109,21 +109,54 @@ def _config_record(spec: RunSpec) -> dict[str, object]:
     return {"experiment": spec.experiment, "profile": spec.profile, "seed": spec.seed, **to_dict(spec.config)}
 
 
-def _check_config(spec: RunSpec) -> None:
-    """Write config.json, or check that an existing run folder holds the same config."""
-    path = spec.path / rf.CONFIG
-    record = _config_record(spec)
-    if path.exists():
-        stored = files.read_json(path)
-        if stored != record:
-            changed = sorted(k for k in set(stored) | set(record) if stored.get(k) != record.get(k))
-            raise ConfigError(
-                f"{path} holds a different config (fields {', '.join(changed)}); use another --results "
-                "folder or remove that run to start it again"
+class RunFolderConflict(ConfigError):
+    """A run folder that this run cannot continue: another config, a missing or corrupt file."""
+
+
+def check_run_folder(spec: RunSpec) -> None:
+    """Check, without writing, that ``spec`` can start or resume in its folder: config.json holds the same
+    config (or is absent from a folder with nothing else in it), manifest.json is a JSON object, and an
+    unfinished run that has completed epochs still has its checkpoint. Raises :class:`RunFolderConflict`
+    naming the file; the folder is left as it is."""
+    path = spec.path
+    config_path, manifest_path, checkpoint_path = path / rf.CONFIG, path / rf.MANIFEST, path / rf.CHECKPOINT
+    if not config_path.exists():
+        others = [p.name for p in (manifest_path, checkpoint_path, path / rf.PROGRESS) if p.exists()]
+        if others:
+            raise RunFolderConflict(
+                f"{config_path} is missing but the folder holds {', '.join(others)}: the config those were "
+                "trained with is unknown; remove the folder to train this run again"
             )
+        return
+    try:
+        stored = files.read_json_object(config_path)
+        manifest = files.read_json_object(manifest_path) if manifest_path.exists() else {}
+    except ValueError as error:
+        raise RunFolderConflict(f"{error}; remove that run folder to train it again") from error
+    record = _config_record(spec)
+    if stored != record:
+        changed = sorted(k for k in set(stored) | set(record) if stored.get(k) != record.get(k))
+        raise RunFolderConflict(
+            f"{config_path} holds a different config (fields {', '.join(changed)}); use another --results "
+            "folder or remove that run to start it again"
+        )
+    done = manifest.get("epochs_completed", 0)
+    if manifest.get("status") != rf.STATUS_FINISHED and done and not checkpoint_path.exists():
+        raise RunFolderConflict(
+            f"{checkpoint_path} is missing although {manifest_path.name} counts {done} completed epochs: "
+            "resuming would silently start over; remove the run folder to train it again"
+        )
+
+
+def _check_config(spec: RunSpec) -> None:
+    """Write config.json, or check that the run folder can continue (:func:`check_run_folder`)."""
+    check_run_folder(spec)
+    path = spec.path / rf.CONFIG
+    if path.exists():
+        stored = files.read_json_object(path)
         from_dict({k: v for k, v in stored.items() if k not in ("experiment", "profile", "seed")})
     else:
-        files.write_json(path, record)
+        files.write_json(path, _config_record(spec))
 
 
 class _TensorBoard(dowel.TensorBoardOutput):
@@ -195,6 +228,37 @@ def _episode_rows(
                 row[rf.class_key(name, "SuccessRate", is_test)] = class_mean(_success(stats), classes, name)
 
 
+CHECKPOINT_KEYS = ("theta", "optimizer", "epoch", "total_env_steps", "phase_times")
+
+
+def _restore(state: _State, path: Path, device: str) -> None:
+    """Load a checkpoint into ``state``; any problem raises an exception that says what it is."""
+    if path.stat().st_size == 0:
+        raise ValueError("empty file")
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch's own message advises unsafe loading: say what it means here
+        raise ValueError(f"torch cannot read it: {type(error).__name__}") from error
+    if not isinstance(saved, dict) or any(key not in saved for key in CHECKPOINT_KEYS):
+        raise ValueError(f"expected the keys {list(CHECKPOINT_KEYS)}")
+    theta = state.theta
+    if set(saved["theta"]) != set(theta):
+        raise ValueError(f"parameters {sorted(saved['theta'])}, the run's policy has {sorted(theta)}")
+    for name, value in saved["theta"].items():
+        if tuple(value.shape) != tuple(theta[name].shape):
+            raise ValueError(
+                f"parameter {name} is {tuple(value.shape)}, the policy's {tuple(theta[name].shape)}"
+            )
+    with torch.no_grad():
+        for name, value in saved["theta"].items():
+            theta[name].copy_(value)
+    if state.optimizer is not None:
+        state.optimizer.load_state_dict(saved["optimizer"])
+    state.epoch = int(saved["epoch"])
+    state.total_env_steps = int(saved["total_env_steps"])
+    state.phase_times = {k: float(v) for k, v in saved["phase_times"].items()}
+
+
 class Trainer:
     """Trains one run; :meth:`run` is the whole lifecycle (fresh, resumed or already finished)."""
 
@@ -206,16 +270,22 @@ class Trainer:
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        spec, path = self.spec, self.spec.path
+        """Train (or resume, or skip a finished run), holding the run folder's lock throughout."""
+        path = self.spec.path
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ConfigError(f"cannot create the run folder {path}: {error.strerror}") from error
         if not os.access(path, os.W_OK):
             raise ConfigError(f"the run folder {path} is not writable")
+        with files.exclusive(path):
+            return self._run()
+
+    def _run(self) -> RunSummary:
+        spec, path = self.spec, self.spec.path
         _check_config(spec)
         manifest_path = path / rf.MANIFEST
-        self.manifest = files.read_json(manifest_path) if manifest_path.exists() else {}
+        self.manifest = files.read_json_object(manifest_path) if manifest_path.exists() else {}
         if self.manifest.get("status") == rf.STATUS_FINISHED:
             return self._summary(skipped=True)
 
@@ -243,17 +313,12 @@ class Trainer:
         state = _State(theta=theta, optimizer=optimizer)
         if checkpoint_path.exists():
             try:
-                saved = torch.load(checkpoint_path, map_location=self.config.device, weights_only=True)
+                _restore(state, checkpoint_path, self.config.device)
             except Exception as error:
-                raise ValueError(f"{checkpoint_path} cannot be read: {error}") from error
-            with torch.no_grad():
-                for name, value in saved["theta"].items():
-                    theta[name].copy_(value)
-            if optimizer is not None:
-                optimizer.load_state_dict(saved["optimizer"])
-            state.epoch = int(saved["epoch"])
-            state.total_env_steps = int(saved["total_env_steps"])
-            state.phase_times = {k: float(v) for k, v in saved["phase_times"].items()}
+                raise RunFolderConflict(
+                    f"{checkpoint_path} is not a checkpoint of this run ({error}); remove the run folder to "
+                    "train it again"
+                ) from error
         return state
 
     def _save(self, state: _State) -> None:

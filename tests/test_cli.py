@@ -40,6 +40,10 @@ def progress(results: Path, experiment: str = TRPO, seed: int = 0, profile: str 
         (("run", TRPO, "--set", "epochs=x"), "bad value for epochs"),
         (("run", TRPO, "--set", "max_kl=-1"), "max_kl must be > 0"),
         (("run", TRPO, "--executor", "dask"), "unknown executor 'dask'; valid: local, ray"),
+        (("run", TRPO, "--set", "inner_lr=inf"), "inner_lr must be a finite number"),
+        (("run", TRPO, "--set", "device=foo"), "device 'foo' is not a torch device"),
+        (("run", "maml_trpo_metaworld_ml10", "--set", "meta_batch_size=4"), "must be a multiple of 10"),
+        (("run", TRPO, "--jobs", "0"), "--jobs must be at least 1"),
     ],
 )
 def test_bad_input_gives_a_clear_error(tmp_path, args, message):
@@ -54,7 +58,83 @@ def test_unwritable_results_folder(tmp_path):
     blocker.write_text("keep me")
     result = bench("run", TRPO, "--profile", "smoke", "--results", str(blocker / "sub"), check=False)
     assert result.returncode == 2 and "is not writable" in result.stderr
+    result = bench("run", TRPO, "--profile", "smoke", "--results", str(blocker), check=False)
+    assert result.returncode == 2 and "is a file, not a folder" in result.stderr
     assert blocker.read_text() == "keep me"
+
+
+def test_report_options_are_checked():
+    for option, value in (("--n-resamples", "0"), ("--ci-seed", "-1")):
+        result = bench("report", option, value, check=False)
+        assert result.returncode == 2 and "must be at least" in result.stderr
+
+
+SMOKE = ("run", TRPO, "--profile", "smoke", "--no-progress", "--jobs", "1")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.parametrize("damage", ["config missing", "checkpoint missing", "manifest not an object"])
+def test_a_run_folder_that_cannot_continue_stops_everything_before_it_starts(tmp_path, damage):
+    """Nothing is trained, nothing is rewritten: the user decides what to do with the folder."""
+    args = (*SMOKE, "--seeds", "0", "--set", "epochs=3", "--results", str(tmp_path))
+    bench(*args)
+    run = rf.run_dir(tmp_path, "smoke", TRPO, 0)
+    manifest = json.loads((run / rf.MANIFEST).read_text())
+    (run / rf.MANIFEST).write_text(
+        json.dumps(manifest | {"status": rf.STATUS_RUNNING, "epochs_completed": 2})
+    )
+    name, message = {
+        "config missing": (rf.CONFIG, "config.json is missing but the folder holds manifest.json"),
+        "checkpoint missing": (rf.CHECKPOINT, "checkpoint.pt is missing although manifest.json counts 2"),
+        "manifest not an object": (rf.MANIFEST, "manifest.json holds a JSON list, not an object"),
+    }[damage]
+    if damage == "manifest not an object":
+        (run / name).write_text("[]")
+    else:
+        (run / name).unlink()
+    before = _files(run)
+    result = bench(*args, check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert _files(run) == before
+
+
+def test_a_corrupt_checkpoint_is_named_with_what_is_wrong(tmp_path):
+    args = (*SMOKE, "--seeds", "0", "--set", "epochs=3", "--results", str(tmp_path))
+    bench(*args)
+    run = rf.run_dir(tmp_path, "smoke", TRPO, 0)
+    manifest = json.loads((run / rf.MANIFEST).read_text())
+    (run / rf.MANIFEST).write_text(
+        json.dumps(manifest | {"status": rf.STATUS_RUNNING, "epochs_completed": 2})
+    )
+    (run / rf.CHECKPOINT).write_bytes(b"")
+    result = bench(*args, check=False)
+    assert result.returncode == 1
+    assert f"{run / rf.CHECKPOINT} is not a checkpoint of this run (empty file)" in result.stderr
+
+
+def test_repeated_seeds_and_experiments_run_once(tmp_path):
+    args = ("run", TRPO, TRPO, "--profile", "smoke", "--no-progress", "--seeds", "0", "0")
+    result = bench(*args, "--set", "epochs=1", "--results", str(tmp_path))
+    assert "1 runs (1 experiments × 1 seeds)" in result.stdout and "1 runs done, 0 failed" in result.stdout
+    assert (
+        "repeated experiments ignored (1)" in result.stderr and "repeated seeds ignored (1)" in result.stderr
+    )
+
+
+def test_a_run_folder_in_use_is_refused(tmp_path):
+    from bench import files
+
+    args = (*SMOKE, "--seeds", "0", "--set", "epochs=1", "--results", str(tmp_path))
+    run = rf.run_dir(tmp_path, "smoke", TRPO, 0)
+    run.mkdir(parents=True)
+    with files.exclusive(run):  # as a trainer in another process would hold it
+        result = bench(*args, check=False)
+    assert result.returncode == 2 and "is being trained by process" in result.stderr
+    assert not (run / rf.CONFIG).exists()
+    bench(*args)  # free again
 
 
 def test_list_shows_experiments_and_profiles():
@@ -100,13 +180,13 @@ def test_sigkill_mid_run_then_rerun_resumes_to_identical_results(tmp_path):
     deadline = time.monotonic() + 120
     while _epochs_done(run) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)  # the CLI and its worker process, mid-epoch
+    os.kill(process.pid, signal.SIGKILL)  # the CLI alone, mid-epoch: the kernel takes its worker down with it
     process.wait()
     done = _epochs_done(run)
     assert 3 <= done < 12, f"the kill should land mid-run, not after {done} epochs"
     assert json.loads((run / rf.MANIFEST).read_text())["status"] == rf.STATUS_RUNNING
 
-    result = bench(*args, "--results", str(killed))
+    result = bench(*args, "--results", str(killed))  # a worker still training would hold the folder's lock
     assert "finished after 12 epochs" in result.stdout
     pd.testing.assert_frame_equal(progress(killed), progress(tmp_path / "whole"))
     assert not list(run.glob(".*.tmp")), "no temporary files are left behind"

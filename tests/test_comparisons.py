@@ -100,6 +100,6 @@ def test_a_blank_approx_flag_is_an_error_not_true(tmp_path):
     rows[1][rows[0].index("approx")] = ""
     with path.open("w", newline="") as handle:
         csv.writer(handle).writerows(rows)
-    with pytest.raises(pub.PublishedDataError, match="column 'approx' must be true or false.*line 2"):
+    with pytest.raises(pub.PublishedDataError, match=r"column 'approx' must be true or false.*line 2"):
         pub.load_published(tmp_path)
     assert pub.load_published()["approx"].dtype == bool

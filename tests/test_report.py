@@ -186,6 +186,15 @@ def test_an_unfinished_run_keeps_its_rows_and_drops_a_torn_last_line(tmp_path):
         load_runs(tmp_path)
 
 
+def test_a_run_still_in_its_first_epoch_is_listed_not_an_error(tmp_path):
+    """The trainer opens progress.csv (empty) before its first epoch ends; a report then lists the run."""
+    good_run(tmp_path, seed=1)
+    folder = write_run(tmp_path, HCD, 0, None, status=rf.STATUS_RUNNING, epochs_total=5)
+    (folder / rf.PROGRESS).write_text("")
+    runs = {r.seed: r for r in load_runs(tmp_path)}
+    assert runs[0].partial and runs[0].progress.empty and "no epoch logged yet" in runs[0].notes
+
+
 def test_layout_errors_name_the_path(tmp_path):
     with pytest.raises(RunFolderError, match="no runs folder"):
         load_runs(tmp_path)
@@ -226,7 +235,7 @@ def test_partial_runs_are_labelled_and_not_averaged_with_complete_ones(tmp_path,
     assert runs["used"].tolist() == [True, True, False, False, False]
     assert runs.loc[2, "partial_reason"] == "status running, 40/300 epochs"
     assert runs.loc[3, "partial_reason"] == "status failed, 12/300 epochs: NonFiniteError: NaN in the policy"
-    assert "no progress.csv yet" in runs.loc[4, "notes"]
+    assert "no epoch logged yet" in runs.loc[4, "notes"]
     primary = row(tables, "table1-meta-test")
     assert primary["runs_used"] == "2 complete, 3 partial not used"
     assert primary["ours_mean"] == pytest.approx(0.3) and primary["n_seeds"] == 2
