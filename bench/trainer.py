@@ -168,6 +168,21 @@ class _TensorBoard(dowel.TensorBoardOutput):
         super()._record_kv(key, value, step)
 
 
+class _OrderedCsv(dowel.CsvOutput):
+    """dowel's CSV output with the columns in the order the row records them: dowel keeps them in a set, so
+    the column order of progress.csv changed from process to process (string hashing is salted per process).
+    A keys view keeps the row's order and still compares as a set in dowel's "new keys?" test."""
+
+    def record(self, data, prefix=""):
+        if isinstance(data, dowel.TabularInput) and self._writer is None:
+            self._fieldnames = dict.fromkeys(data.as_primitive_dict).keys()
+            self._writer = csv.DictWriter(
+                self._log_file, fieldnames=self._fieldnames, restval="", extrasaction="raise"
+            )
+            self._writer.writeheader()
+        super().record(data, prefix)
+
+
 class _Progress:
     """progress.csv and TensorBoard through dowel; on resume the kept rows are replayed into a fresh CSV."""
 
@@ -176,7 +191,7 @@ class _Progress:
         kept = _read_rows(csv_path, keep_epochs) if keep_epochs else []
         tmp = run / f".{rf.PROGRESS}.tmp"
         self._logger = dowel.Logger()
-        self._csv = dowel.CsvOutput(str(tmp))
+        self._csv = _OrderedCsv(str(tmp))
         self._logger.add_output(self._csv)
         self._tabular = dowel.TabularInput()
         for row in kept:

@@ -153,6 +153,11 @@ def test_local_and_ray_executors_write_the_same_files(tmp_path):
         pd.testing.assert_frame_equal(
             progress(tmp_path / "local", seed=seed), progress(tmp_path / "ray", seed=seed)
         )
+        headers = [
+            (rf.run_dir(tmp_path / name, "smoke", TRPO, seed) / rf.PROGRESS).read_text().splitlines()[0]
+            for name in ("local", "ray")
+        ]
+        assert headers[0] == headers[1], "the same columns in the same order, whichever process wrote them"
     again = bench(*common, "--results", str(tmp_path / "local"))
     assert again.stdout.count("already finished") == 2
 
@@ -189,4 +194,8 @@ def test_sigkill_mid_run_then_rerun_resumes_to_identical_results(tmp_path):
     result = bench(*args, "--results", str(killed))  # a worker still training would hold the folder's lock
     assert "finished after 12 epochs" in result.stdout
     pd.testing.assert_frame_equal(progress(killed), progress(tmp_path / "whole"))
+    header = (run / rf.PROGRESS).read_text().splitlines()[0]
+    assert (
+        header == (rf.run_dir(tmp_path / "whole", "smoke", TRPO, 0) / rf.PROGRESS).read_text().splitlines()[0]
+    )
     assert not list(run.glob(".*.tmp")), "no temporary files are left behind"
