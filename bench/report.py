@@ -27,6 +27,8 @@ from bench.verdicts import MIN_SEEDS, evaluate
 
 PROFILES = ("smoke", "quick", "full")
 REPORT_FILE = "REPORT.md"
+FIGURE_KINDS = ("_curves", "_adapt_steps", "_per_class")
+"""How the report's figure names end (``plots/<profile>_<experiment><kind>.png``)."""
 FINAL_WINDOW = stats.FINAL_WINDOW
 FINAL_METRICS = (
     rf.RETURN,
@@ -612,8 +614,8 @@ def write_report(
     tables: ReportTables,
     figures: Mapping[tuple[str, str, str], plots.Figure],
 ) -> Path:
-    """Write ``summary.csv``, the aggregate tables, ``plots/*.png`` and ``REPORT.md``, each atomically;
-    returns the path of REPORT.md."""
+    """Write ``summary.csv``, the aggregate tables, ``plots/*.png`` and ``REPORT.md``, each atomically, and
+    remove the figures an earlier report drew for runs no longer there; returns the path of REPORT.md."""
     results = Path(results)
     for name, table in (
         ("summary", tables.summary),
@@ -627,6 +629,10 @@ def write_report(
         key: plots.save(fig, results / "plots" / f"{key[0]}_{key[1]}_{key[2]}.png")
         for key, fig in figures.items()
     }
+    written = set(figure_files.values())
+    for stale in (results / "plots").glob("*.png"):  # figures of runs no longer in the report
+        if stale not in written and stale.stem.endswith(FIGURE_KINDS):
+            stale.unlink()
     path = results / REPORT_FILE
     files.write_text(path, render_markdown(tables, figure_files, results))
     return path

@@ -590,6 +590,16 @@ def test_report_writes_summary_report_and_one_figure_per_kind(tmp_path, publishe
     assert "## Provenance" in text and (tmp_path / "provenance.csv").is_file()
     figures = make_figures(tables_for(tmp_path, published), published)
     assert len(figures) == 4
+    keep = tmp_path / "plots" / "my_notes.png"
+    keep.write_bytes(b"mine")
+    for folder in rf.run_dir(tmp_path, "quick", HCD, 0).parent.iterdir():  # the quick runs are deleted
+        for file in folder.iterdir():
+            file.unlink()
+        folder.rmdir()
+    rf.run_dir(tmp_path, "quick", HCD, 0).parent.rmdir()
+    report(tmp_path, n_resamples=FAST)
+    assert not (tmp_path / "plots" / "quick_maml_trpo_half_cheetah_dir_curves.png").exists()
+    assert (tmp_path / "plots" / "full_maml_trpo_metaworld_ml10_curves.png").is_file() and keep.is_file()
 
 
 # --- the command line -----------------------------------------------------------------------------------
