@@ -30,6 +30,7 @@ from bench.families import TaskFamily, class_mean, make_family
 from maml import meta, policy
 from maml.adam_outer import make_optimizer
 from maml.advantages import process_episodes
+from maml.envs.errors import NonFiniteActionError
 from maml.meta import MetaBatch
 from maml.policy import Params
 from maml.ppo import ppo_step
@@ -443,17 +444,21 @@ class Trainer:
 
     def _sample(self, env, params: Params, tasks, episodes: int, epoch: int, sampling_round: int):
         sample = sample_in_waves if isinstance(env, WaveEnv) else sample_episodes  # Meta-World: worker pool
-        return sample(
-            env,
-            params,
-            tasks,
-            episodes_per_task=episodes,
-            max_episode_length=self.config.max_episode_length,
-            seed=self.spec.seed,
-            epoch=epoch,
-            sampling_round=sampling_round,
-            device=self.config.device,
-        )
+        try:
+            return sample(
+                env,
+                params,
+                tasks,
+                episodes_per_task=episodes,
+                max_episode_length=self.config.max_episode_length,
+                seed=self.spec.seed,
+                epoch=epoch,
+                sampling_round=sampling_round,
+                device=self.config.device,
+            )
+        except NonFiniteActionError as error:
+            what = f"the policy's actions in sampling round {sampling_round}: {error}"
+            raise self._non_finite(epoch, what) from error
 
     def _epoch(self, family: TaskFamily, env, state: _State, times: dict[str, float]) -> dict[str, float]:
         cfg, epoch, theta = self.config, state.epoch, state.theta
@@ -476,6 +481,9 @@ class Trainer:
                 pre_stats.append(stats)
                 adapted = meta.adapt(theta, pre, cfg.inner_lr, first_order=True)
                 params = {n: p.detach() for n, p in adapted.items()}
+                bad = [n for n, p in params.items() if not torch.isfinite(p).all()]
+                if bad:  # before the next sampling round feeds NaN actions to the simulator
+                    raise self._non_finite(epoch, f"adapted parameters {bad} after inner step {k + 1}")
             times["Adaptation"] += time.perf_counter() - t1
 
         t0 = time.perf_counter()
@@ -549,8 +557,10 @@ class Trainer:
         bad = [n for n, p in state.theta.items() if not torch.isfinite(p).all()]
         losses = [k for k in row if k.startswith(rf.POLICY_PREFIX) and not math.isfinite(row[k])]
         if bad or losses or not math.isfinite(row[rf.RETURN]):
-            raise NonFiniteError(
-                f"epoch {epoch} of {self.spec.name} produced non-finite values "
-                f"(parameters: {bad or 'finite'}; statistics: {losses or 'finite'}); "
-                f"the last checkpoint ({self.manifest.get('epochs_completed', 0)} epochs done) is kept"
-            )
+            raise self._non_finite(epoch, f"parameters: {bad or 'finite'}; statistics: {losses or 'finite'}")
+
+    def _non_finite(self, epoch: int, what: str) -> NonFiniteError:
+        return NonFiniteError(
+            f"epoch {epoch} of {self.spec.name} produced non-finite values ({what}); "
+            f"the last checkpoint ({self.manifest.get('epochs_completed', 0)} epochs done) is kept"
+        )

@@ -166,6 +166,12 @@ def test_non_finite_training_stops_with_a_clear_error(tmp_path):
     assert (spec.path / rf.CONFIG).exists() and not (spec.path / rf.CHECKPOINT).exists()
 
 
+def test_a_diverging_inner_step_stops_before_the_simulator_sees_nan(tmp_path):
+    spec = smoke_spec(tmp_path, TRPO, inner_lr=1e30)
+    with pytest.raises(NonFiniteError, match=r"epoch 0 .* \(the policy's actions in sampling round 1: "):
+        Trainer(spec).run()
+
+
 def test_unwritable_results_folder_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")

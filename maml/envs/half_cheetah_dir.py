@@ -38,6 +38,7 @@ import mujoco
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from maml.envs.errors import NonFiniteActionError
 from maml.envs.mujoco_batch import MjBatch
 
 OBS_DIM = 20
@@ -141,7 +142,7 @@ def _check_actions(actions: ArrayLike, shape: tuple[int, ...]) -> NDArray[np.flo
     if array.shape != shape:
         raise ValueError(f"actions must have shape {shape}, got {array.shape}")
     if not np.isfinite(array).all():
-        raise ValueError("actions must be finite (got NaN or inf)")
+        raise NonFiniteActionError
     return array
 
 

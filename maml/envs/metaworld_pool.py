@@ -49,6 +49,7 @@ import numpy as np
 from metaworld.sawyer_xyz_env import SawyerXYZEnv
 from numpy.typing import ArrayLike, NDArray
 
+from maml.envs.errors import NonFiniteActionError
 from maml.envs.metaworld_tasks import MetaWorldTask
 
 OBS_DIM = 39
@@ -412,7 +413,7 @@ class MetaWorldPool:
         if actions.shape != (len(self._running), ACT_DIM):
             raise ValueError(f"actions must have shape {(len(self._running), ACT_DIM)}, got {actions.shape}")
         if not np.isfinite(actions).all():
-            raise ValueError("actions must be finite (got NaN or inf)")
+            raise NonFiniteActionError
         replies = self._call({w: ("step", actions[r]) for w, r in enumerate(self._rows) if r})
         out = np.empty((len(self._running), OBS_DIM + 2))
         for w, reply in replies.items():
