@@ -51,7 +51,7 @@ CLASS_COLUMN = re.compile(r"MetaTest/([^/]+)/SuccessRate")
 ADAPT_COLUMN = re.compile(r"MetaTest/AdaptStep(\d+)/AverageReturn")
 SUMMARY_COLUMNS = (
     "profile", "experiment", "comparison", "primary", "verdict", "position", "metric", "statistic", "match",
-    "budget_epochs", "epochs_done", "compare_x", "n_seeds", "runs_used", "ours_mean", "ours_ci_low",
+    "kind", "budget_epochs", "epochs_done", "compare_x", "n_seeds", "runs_used", "ours_mean", "ours_ci_low",
     "ours_ci_high", "ours_iqm", "ours_iqm_ci_low", "ours_iqm_ci_high", "reference", "reference_label",
     "source", "approx", "proxy", "ref_published", "y_scale", "ref_y", "tolerance", "band_low", "band_high",
     "learned", "moved", "moved_ci_low", "moved_ci_high", "note", "tolerance_reason",
@@ -176,9 +176,8 @@ def _finals(progress: pd.DataFrame, rng: np.random.Generator, n_resamples: int) 
         if not _has_values(progress, metric):
             continue
         for statistic in ("final", "max") if metric in SUCCESS_METRICS else ("final",):
-            summary = stats.summarise(
-                stats.per_seed(progress, metric, statistic), rng, n_resamples=n_resamples
-            )
+            values = stats.per_seed(progress, metric, statistic)
+            summary = stats.summarise(values, rng, n_resamples=n_resamples, bounds=rf.value_range(metric))
             rows.append({"metric": metric, "statistic": statistic, **summary})
     return rows
 
@@ -190,9 +189,8 @@ def _per_class(progress: pd.DataFrame, rng: np.random.Generator, n_resamples: in
         if not match or match.group(1) in ("Average", "PreAdapt") or not _has_values(progress, column):
             continue
         for statistic, label in (("final", "final"), ("max", "max over training")):
-            summary = stats.summarise(
-                stats.per_seed(progress, column, statistic), rng, n_resamples=n_resamples
-            )
+            values = stats.per_seed(progress, column, statistic)
+            summary = stats.summarise(values, rng, n_resamples=n_resamples, bounds=rf.value_range(column))
             rows.append({"class": match.group(1), "statistic": label, **summary})
     return rows
 
@@ -426,6 +424,10 @@ def verdict_table(summary: pd.DataFrame) -> pd.DataFrame:
             reference = "–"
         elif math.isnan(r.ref_y):
             reference = "none at this x"
+        elif r.kind == "floor":
+            reference = (
+                f"≥ {_fmt(r.ref_y - r.tolerance, 3)} (floor: {_fmt(r.ref_y)} − {_fmt(r.tolerance, 3)})"
+            )
         else:
             reference = f"{_fmt(r.ref_y)} ± {_fmt(r.tolerance, 3)}"
         if r.reference and r.proxy:

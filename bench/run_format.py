@@ -54,6 +54,11 @@ TIME_PHASES = ("Sampling", "Adaptation", "OuterStep", "Evaluation", "Epoch")
 TIME_PREFIX = "Time/"
 
 
+def value_range(metric: str) -> tuple[float, float] | None:
+    """The values a column can take, where bounded: success rates lie in [0, 1]; returns are unbounded."""
+    return (0.0, 1.0) if metric.endswith("SuccessRate") else None
+
+
 def class_key(class_name: str, metric: str, meta_test: bool = False) -> str:
     """Per-class column, keyed by name: ``push-v3/SuccessRate`` or ``MetaTest/push-v3/SuccessRate``."""
     return f"MetaTest/{class_name}/{metric}" if meta_test else f"{class_name}/{metric}"

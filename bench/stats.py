@@ -46,12 +46,15 @@ def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
 STATISTICS: dict[StatName, Callable[..., np.ndarray]] = {"mean": np.mean, "iqm": iqm}
 
 
-def t_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+def t_interval(
+    samples: np.ndarray, confidence: float = CONFIDENCE, bounds: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Student-t CI of the mean across seeds, for every point at once.
 
     ``samples``: ``[n_seeds, n_points]``, NaN where a seed has no value (those seeds are left out at that
     point). Returns ``(low, high)``, each ``[n_points]``: ``mean ± t_{(1+confidence)/2, n−1} · s / √n`` with
-    ``s`` the sample standard deviation; NaN where fewer than 2 seeds have a value.
+    ``s`` the sample standard deviation, cut to ``bounds`` where the metric has them (a success rate's mean
+    lies in [0, 1], so cutting loses no coverage); NaN where fewer than 2 seeds have a value.
     """
     samples = np.asarray(samples, dtype=float)
     if samples.ndim != 2:
@@ -70,6 +73,8 @@ def t_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.
         / np.sqrt(n[enough])
     )
     low[enough], high[enough] = mean - half, mean + half
+    if bounds is not None:
+        low, high = np.clip(low, *bounds), np.clip(high, *bounds)
     return low, high
 
 
@@ -120,12 +125,14 @@ def summarise(
     rng: np.random.Generator,
     confidence: float = CONFIDENCE,
     n_resamples: int = N_RESAMPLES,
+    bounds: tuple[float, float] | None = None,
 ) -> dict[str, float | int | str]:
     """Mean with its Student-t CI and IQM with its bootstrap CI, across seeds.
 
     ``values``: ``[n_seeds]`` (NaN entries are dropped). Returns ``n_seeds, mean, ci_low, ci_high, iqm,
     iqm_ci_low, iqm_ci_high, ci_note``; CIs are NaN, and ``ci_note`` says why, with one seed (no CI at all)
-    or fewer than :data:`BOOTSTRAP_MIN_SEEDS` (no IQM CI).
+    or fewer than :data:`BOOTSTRAP_MIN_SEEDS` (no IQM CI). ``bounds``: the metric's range, if any
+    (:func:`bench.run_format.value_range`), to which the mean's CI is cut.
     """
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
@@ -137,7 +144,7 @@ def summarise(
         return out
     column = values[:, None]
     out["mean"], out["iqm"] = float(np.mean(values)), float(iqm(values))
-    low, high = t_interval(column, confidence)
+    low, high = t_interval(column, confidence, bounds)
     out["ci_low"], out["ci_high"] = float(low[0]), float(high[0])
     out["iqm_ci_low"] = out["iqm_ci_high"] = np.nan
     if n >= BOOTSTRAP_MIN_SEEDS:
@@ -213,7 +220,7 @@ def curve(progress: pd.DataFrame, metric: str, confidence: float = CONFIDENCE) -
     epochs, steps, values = seed_matrix(progress, metric)
     keep = ~np.isnan(values).all(axis=0)
     epochs, steps, values = epochs[keep], steps[keep], values[:, keep]
-    low, high = t_interval(values, confidence)
+    low, high = t_interval(values, confidence, rf.value_range(metric))
     return pd.DataFrame(
         {
             rf.EPOCH: epochs,

@@ -181,7 +181,7 @@ def evaluate(
             notes.append(f"no common x: ours end at {compare_x:g}, the reference starts at {x_min:g}")
 
     values = per_seed_values(rows, c, compare_x) if len(rows) else np.array([])
-    summary = stats.summarise(values, rng, n_resamples=n_resamples)
+    summary = stats.summarise(values, rng, n_resamples=n_resamples, bounds=rf.value_range(c.metric))
     has_data = summary["n_seeds"] > 0
     if not has_data:
         notes.append(f"no values of {c.metric!r} up to the compared x")
@@ -213,6 +213,7 @@ def evaluate(
         "metric": c.metric,
         "statistic": c.statistic,
         "match": c.match,
+        "kind": c.kind,
         "reference": c.reference or "",
         "reference_label": info["label"],
         "source": info["source"],

@@ -76,16 +76,23 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
 
 
-@pytest.mark.parametrize("damage", ["config missing", "checkpoint missing", "manifest not an object"])
-def test_a_run_folder_that_cannot_continue_stops_everything_before_it_starts(tmp_path, damage):
-    """Nothing is trained, nothing is rewritten: the user decides what to do with the folder."""
-    args = (*SMOKE, "--seeds", "0", "--set", "epochs=3", "--results", str(tmp_path))
+def _unfinished_run(results: Path) -> tuple[tuple[str, ...], Path]:
+    """A 3-epoch smoke run trained, then its manifest set back to 'running, 2 epochs done' (as a kill after
+    epoch 2 leaves it); returns the command that resumes it and its folder."""
+    args = (*SMOKE, "--seeds", "0", "--set", "epochs=3", "--results", str(results))
     bench(*args)
-    run = rf.run_dir(tmp_path, "smoke", TRPO, 0)
+    run = rf.run_dir(results, "smoke", TRPO, 0)
     manifest = json.loads((run / rf.MANIFEST).read_text())
     (run / rf.MANIFEST).write_text(
         json.dumps(manifest | {"status": rf.STATUS_RUNNING, "epochs_completed": 2})
     )
+    return args, run
+
+
+@pytest.mark.parametrize("damage", ["config missing", "checkpoint missing", "manifest not an object"])
+def test_a_run_folder_that_cannot_continue_stops_everything_before_it_starts(tmp_path, damage):
+    """Nothing is trained, nothing is rewritten: the user decides what to do with the folder."""
+    args, run = _unfinished_run(tmp_path)
     name, message = {
         "config missing": (rf.CONFIG, "config.json is missing but the folder holds manifest.json"),
         "checkpoint missing": (rf.CHECKPOINT, "checkpoint.pt is missing although manifest.json counts 2"),
@@ -102,13 +109,7 @@ def test_a_run_folder_that_cannot_continue_stops_everything_before_it_starts(tmp
 
 
 def test_a_corrupt_checkpoint_is_named_with_what_is_wrong(tmp_path):
-    args = (*SMOKE, "--seeds", "0", "--set", "epochs=3", "--results", str(tmp_path))
-    bench(*args)
-    run = rf.run_dir(tmp_path, "smoke", TRPO, 0)
-    manifest = json.loads((run / rf.MANIFEST).read_text())
-    (run / rf.MANIFEST).write_text(
-        json.dumps(manifest | {"status": rf.STATUS_RUNNING, "epochs_completed": 2})
-    )
+    args, run = _unfinished_run(tmp_path)
     (run / rf.CHECKPOINT).write_bytes(b"")
     result = bench(*args, check=False)
     assert result.returncode == 1

@@ -123,3 +123,16 @@ def test_curve_of_a_metric_never_logged_is_empty():
     table = pd.DataFrame({"seed": [0], rf.EPOCH: [0], rf.TOTAL_ENV_STEPS: [1], "m": [np.nan]})
     assert stats.curve(table, "m").empty
     assert stats.curve(table, "absent").empty
+
+
+def test_success_rate_intervals_stay_inside_zero_to_one():
+    """A rate's mean lies in [0, 1]: its t-interval is cut there (returns keep theirs)."""
+    low, high = stats.t_interval(np.array([[0.0, 0.9], [0.1, 1.0]]), bounds=(0.0, 1.0))
+    assert low[0] == 0.0 and high[1] == 1.0 and 0.0 < high[0] < 1.0 and 0.0 < low[1] < 1.0
+    rows = [
+        {"seed": s, rf.EPOCH: 0, rf.TOTAL_ENV_STEPS: 1.0, rf.SUCCESS: v, rf.RETURN: v}
+        for s, v in enumerate([0.0, 0.05, 0.0])
+    ]
+    table = pd.DataFrame(rows)
+    assert stats.curve(table, rf.SUCCESS)["ci_low"].iloc[0] == 0.0
+    assert stats.curve(table, rf.RETURN)["ci_low"].iloc[0] < 0.0
