@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -185,20 +186,27 @@ class _OrderedCsv(dowel.CsvOutput):
 
 
 class _Progress:
-    """progress.csv and TensorBoard through dowel; on resume the kept rows are replayed into a fresh CSV."""
+    """progress.csv and TensorBoard through dowel. On resume the kept rows (the checkpoint's epochs) are
+    replayed into a fresh CSV and a fresh TensorBoard folder, each swapped in for the old one: epochs logged
+    after the last checkpoint are trained again, and must not appear twice in either."""
 
     def __init__(self, run: Path, keep_epochs: int) -> None:
-        csv_path = run / rf.PROGRESS
+        csv_path, tb_path = run / rf.PROGRESS, run / rf.TENSORBOARD
         kept = _read_rows(csv_path, keep_epochs) if keep_epochs else []
-        tmp = run / f".{rf.PROGRESS}.tmp"
+        tmp, tb_tmp = run / f".{rf.PROGRESS}.tmp", run / f".{rf.TENSORBOARD}.tmp"
+        shutil.rmtree(tb_tmp, ignore_errors=True)  # a replay a kill interrupted
         self._logger = dowel.Logger()
         self._csv = _OrderedCsv(str(tmp))
         self._logger.add_output(self._csv)
+        self._tb = _TensorBoard(str(tb_tmp), x_axis=rf.EPOCH)
+        self._logger.add_output(self._tb)
         self._tabular = dowel.TabularInput()
         for row in kept:
             self.write(row)
-        os.replace(tmp, csv_path)  # the open handle follows the file
-        self._logger.add_output(_TensorBoard(str(run / rf.TENSORBOARD), x_axis=rf.EPOCH))
+        self._tb.dump()  # flushed before the swap
+        os.replace(tmp, csv_path)  # the open handles follow the files
+        shutil.rmtree(tb_path, ignore_errors=True)  # derived from progress.csv: a kill here loses nothing
+        os.replace(tb_tmp, tb_path)
 
     def write(self, row: dict[str, float]) -> None:
         for key, value in row.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import replace
 from pathlib import Path
 
@@ -155,6 +156,41 @@ def test_resume_from_checkpoint_equals_uninterrupted(tmp_path):
     Trainer(part).run()
     pd.testing.assert_frame_equal(read_progress(part), read_progress(full))
     assert len(json.loads((part.path / rf.MANIFEST).read_text())["starts"]) == 2
+
+
+def _tensorboard_points(folder: Path) -> list[tuple[str, int]]:
+    """(tag, step) of every scalar in the TFRecord event files under ``folder``."""
+    from tensorboardX.proto import event_pb2
+
+    points = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack_from("<Q", data, offset)
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4  # length, its CRC, the record, its CRC
+            points += [(value.tag, event.step) for value in event.summary.value]
+    return points
+
+
+def test_resume_writes_each_epoch_to_tensorboard_once(tmp_path):
+    """Epochs logged after the last checkpoint are trained again on resume: TensorBoard, like progress.csv,
+    must then hold them once, not twice."""
+    spec = smoke_spec(tmp_path, epochs=6, checkpoint_every=2)
+
+    def stop_after_three(done: int, total: int) -> None:
+        if done == 3:  # epoch 2 logged, the last checkpoint after epoch 1
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(spec, on_epoch=stop_after_three).run()
+    Trainer(spec).run()
+    points = _tensorboard_points(spec.path / rf.TENSORBOARD)
+    returns = sorted(step for tag, step in points if tag == rf.RETURN)
+    assert returns == [0, 1, 2, 3, 4, 5]
+    assert len(points) == len(set(points))
+    assert not (spec.path / f".{rf.TENSORBOARD}.tmp").exists()
 
 
 def test_non_finite_training_stops_with_a_clear_error(tmp_path):
