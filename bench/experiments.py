@@ -6,8 +6,8 @@ v1 environments; the Meta-World paper's MAML numbers use 500-step v2 episodes), 
 runs every 10th epoch instead of every epoch (garage's bug 6: 250 test tasks every epoch), and HalfCheetahDir
 meta-tests 10 held-out directions drawn once per run, with returns after up to 3 adaptation steps (garage:
 one direction drawn per evaluation, one step; README, "Where garage's source says nothing"). ``quick`` is the
-same algorithm scaled down to finish all five × 3 seeds in about an hour on 2 cores; ``smoke`` runs every
-code path in seconds. Any field can be overridden (:func:`apply_overrides`).
+same algorithm scaled down to finish all five × 3 seeds within an hour on 2 cores (15–19 min measured);
+``smoke`` runs every code path in seconds. Any field can be overridden (:func:`apply_overrides`).
 """
 
 from __future__ import annotations
