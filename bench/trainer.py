@@ -115,11 +115,11 @@ class RunFolderConflict(ConfigError):
     """A run folder that this run cannot continue: another config, a missing or corrupt file."""
 
 
-def check_run_folder(spec: RunSpec) -> None:
+def check_run_folder(spec: RunSpec) -> dict[str, object] | None:
     """Check, without writing, that ``spec`` can start or resume in its folder: config.json holds the same
     config (or is absent from a folder with nothing else in it), manifest.json is a JSON object, and an
-    unfinished run that has completed epochs still has its checkpoint. Raises :class:`RunFolderConflict`
-    naming the file; the folder is left as it is."""
+    unfinished run that has completed epochs still has its checkpoint. Returns the stored config (None for a
+    new run). Raises :class:`RunFolderConflict` naming the file; the folder is left as it is."""
     path = spec.path
     config_path, manifest_path, checkpoint_path = path / rf.CONFIG, path / rf.MANIFEST, path / rf.CHECKPOINT
     if not config_path.exists():
@@ -129,7 +129,7 @@ def check_run_folder(spec: RunSpec) -> None:
                 f"{config_path} is missing but the folder holds {', '.join(others)}: the config those were "
                 "trained with is unknown; remove the folder to train this run again"
             )
-        return
+        return None
     try:
         stored = files.read_json_object(config_path)
         manifest = files.read_json_object(manifest_path) if manifest_path.exists() else {}
@@ -148,17 +148,16 @@ def check_run_folder(spec: RunSpec) -> None:
             f"{checkpoint_path} is missing although {manifest_path.name} counts {done} completed epochs: "
             "resuming would silently start over; remove the run folder to train it again"
         )
+    return stored
 
 
 def _check_config(spec: RunSpec) -> None:
     """Write config.json, or check that the run folder can continue (:func:`check_run_folder`)."""
-    check_run_folder(spec)
-    path = spec.path / rf.CONFIG
-    if path.exists():
-        stored = files.read_json_object(path)
-        from_dict({k: v for k, v in stored.items() if k not in ("experiment", "profile", "seed")})
+    stored = check_run_folder(spec)
+    if stored is None:
+        files.write_json(spec.path / rf.CONFIG, _config_record(spec))
     else:
-        files.write_json(path, _config_record(spec))
+        from_dict({k: v for k, v in stored.items() if k not in ("experiment", "profile", "seed")})
 
 
 class _TensorBoard(dowel.TensorBoardOutput):
@@ -198,12 +197,10 @@ class _Progress:
         self._logger = dowel.Logger()
         self._csv = _OrderedCsv(str(tmp))
         self._logger.add_output(self._csv)
-        self._tb = _TensorBoard(str(tb_tmp), x_axis=rf.EPOCH)
-        self._logger.add_output(self._tb)
+        self._logger.add_output(_TensorBoard(str(tb_tmp), x_axis=rf.EPOCH))
         self._tabular = dowel.TabularInput()
         for row in kept:
-            self.write(row)
-        self._tb.dump()  # flushed before the swap
+            self.write(row)  # each row dumped (flushed) to both outputs
         os.replace(tmp, csv_path)  # the open handles follow the files
         shutil.rmtree(tb_path, ignore_errors=True)  # derived from progress.csv: a kill here loses nothing
         os.replace(tb_tmp, tb_path)
@@ -489,9 +486,6 @@ class Trainer:
                 pre_stats.append(stats)
                 adapted = meta.adapt(theta, pre, cfg.inner_lr, first_order=True)
                 params = {n: p.detach() for n, p in adapted.items()}
-                bad = [n for n, p in params.items() if not torch.isfinite(p).all()]
-                if bad:  # before the next sampling round feeds NaN actions to the simulator
-                    raise self._non_finite(epoch, f"adapted parameters {bad} after inner step {k + 1}")
             times["Adaptation"] += time.perf_counter() - t1
 
         t0 = time.perf_counter()

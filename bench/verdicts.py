@@ -110,25 +110,29 @@ def learned(moved: np.ndarray) -> tuple[str, float, float, float]:
     return answer, mean, float(low[0]), float(high[0])
 
 
+def up_to(progress: pd.DataFrame, comparison: Comparison, upto: float) -> pd.DataFrame:
+    """The rows that count at the matched x: up to ``upto`` on the comparison's x column (all rows for
+    ``adapt_steps``, whose values are read at the end of training)."""
+    if comparison.match == "adapt_steps":
+        return progress
+    return progress[progress[X_COLUMN[comparison.match]] <= upto]
+
+
 def per_seed_values(progress: pd.DataFrame, comparison: Comparison, upto: float) -> np.ndarray:
     """Our value per seed at the matched x: ``[n_seeds]`` in seed order, NaN for a seed with no value.
 
-    ``progress``: rows of one experiment's runs, already cut at the compared epoch. Rows count up to ``upto``
-    on the comparison's x column (all rows for ``adapt_steps``); ``statistic="value"`` averages what was
-    logged in the last ``window`` epochs (:func:`bench.stats.per_seed`), ``"max"`` takes the maximum of all.
+    ``progress``: rows of one experiment's runs, already cut at the compared epoch, then at ``upto``
+    (:func:`up_to`); ``statistic="value"`` averages what was logged in the last ``window`` epochs
+    (:func:`bench.stats.per_seed`), ``"max"`` takes the maximum of all.
     """
-    if comparison.match != "adapt_steps":
-        progress = progress[progress[X_COLUMN[comparison.match]] <= upto]
     statistic = "max" if comparison.statistic == "max" else "final"
-    return stats.per_seed(progress, comparison.metric, statistic, comparison.window)
+    return stats.per_seed(up_to(progress, comparison, upto), comparison.metric, statistic, comparison.window)
 
 
 def per_seed_moved(progress: pd.DataFrame, comparison: Comparison, upto: float) -> np.ndarray:
-    """Per seed, how far the compared metric moved over training up to the matched x (see
+    """Per seed, how far the compared metric moved over training up to the matched x (:func:`up_to`,
     :func:`bench.stats.start_to_end`)."""
-    if comparison.match != "adapt_steps":
-        progress = progress[progress[X_COLUMN[comparison.match]] <= upto]
-    return stats.start_to_end(progress, comparison.metric, comparison.window)
+    return stats.start_to_end(up_to(progress, comparison, upto), comparison.metric, comparison.window)
 
 
 def evaluate(
