@@ -1,4 +1,4 @@
-"""``python -m bench <command>``: the harness's command line.
+"""``maml-bench <command>`` (or ``python -m bench <command>``): the harness's command line.
 
 Each command is a subparser registered by an ``add_*(subparsers)`` function that sets ``func``: a callable
 taking the parsed arguments and returning the exit status. A new command (``list``, ``run``, ``reproduce``)
@@ -9,13 +9,19 @@ one command does not pay for another's.
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.commands import DEFAULT_RESULTS, add_commands
 
 EXIT_BAD_INPUT = 2
+PROG = "maml-bench"
+WIDTH = 100
+"""Columns the verdict table fits in."""
 
 
 def report_and_print(
@@ -30,7 +36,7 @@ def report_and_print(
     folder, bad published data) to stderr.
     """
     from bench.published import PUBLISHED_DIR, PublishedDataError
-    from bench.report import REPORT_FILE, format_verdicts, report
+    from bench.report import REPORT_FILE, report
     from bench.runs import RunFolderError
     from bench.stats import N_RESAMPLES
 
@@ -44,9 +50,77 @@ def report_and_print(
     except (RunFolderError, PublishedDataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(format_verdicts(summary))
+    print(verdict_text(summary))
     print(f"\nreport: {Path(results) / REPORT_FILE}")
     return 0
+
+
+def _g(value: float, digits: int = 3) -> str:
+    """A number in at most 8 characters: ``digits`` significant ones, whole numbers from 100 on."""
+    if math.isnan(value):
+        return "–"
+    return f"{value:.0f}" if 100 <= abs(value) < 1e7 else f"{value:.{digits}g}"
+
+
+def _ours(r, with_ci: bool = True) -> str:
+    ci = "" if math.isnan(r.ours_ci_low) or not with_ci else f" [{_g(r.ours_ci_low)}, {_g(r.ours_ci_high)}]"
+    return f"{'max ' if r.statistic == 'max' else ''}{_g(r.ours_mean)}{ci}"
+
+
+def _reference(r) -> str:
+    if not r.reference:
+        return "–"
+    if math.isnan(r.ref_y):
+        return "none at this x"
+    text = f"≥ {_g(r.ref_y - r.tolerance)}" if r.kind == "floor" else f"{_g(r.ref_y)} ± {_g(r.tolerance, 2)}"
+    return f"{text} (proxy)" if r.proxy else text
+
+
+VERDICT_NOTE = (
+    "* the experiment's primary comparison. ours: mean across seeds [95 % t-CI] (max: the maximum over "
+    "training); reference: published value ± tolerance, or ≥ a floor. A verdict needs garage's 300 epochs, "
+    "its config and ≥ 3 seeds (else budget-short, off-protocol, too-few-seeds). Where each is compared, "
+    "notes and definitions: REPORT.md."
+)
+
+
+def verdict_text(summary) -> str:
+    """The verdict table for the console, in :data:`WIDTH` columns: a heading per experiment and profile
+    (epochs, seeds), a line per comparison, then what ``*`` and the columns mean. Where the CIs would make
+    a line too long, they are left to REPORT.md."""
+    if summary.empty:
+        return "(no runs)"
+    header = ("  comparison", "ours", "reference", "learned", "verdict")
+    records = list(summary.itertuples(index=False))
+    note = VERDICT_NOTE
+    for with_ci in (True, False):
+        cells = [
+            (
+                ("* " if r.primary else "  ") + r.comparison,
+                _ours(r, with_ci),
+                _reference(r),
+                r.learned,
+                r.verdict,
+            )
+            for r in records
+        ]
+        widths = [max(len(str(cell)) for cell in column) for column in zip(header, *cells, strict=True)]
+        if sum(widths) + 2 * (len(widths) - 1) <= WIDTH:
+            break
+        note = VERDICT_NOTE.replace("mean across seeds [95 % t-CI]", "mean across seeds (CIs: REPORT.md)")
+
+    def line(row: tuple) -> str:
+        return "  ".join(f"{cell!s:<{width}}" for cell, width in zip(row, widths, strict=True)).rstrip()
+
+    seeds = summary.groupby(["experiment", "profile"], sort=False)["n_seeds"].max()
+    lines, group = [line(header)], None
+    for r, row in zip(records, cells, strict=True):
+        if (r.experiment, r.profile) != group:
+            group = (r.experiment, r.profile)
+            heading = f"{r.experiment} ({r.profile}): {r.epochs_done}/{r.budget_epochs} epochs"
+            lines.append(f"{heading}, {int(seeds[group])} seed(s)")
+        lines.append(line(row))
+    return "\n".join([*lines, "", textwrap.fill(note, WIDTH)])
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -94,23 +168,41 @@ def add_report(subparsers: argparse._SubParsersAction) -> None:
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_commands, add_report)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="maml-bench harness")
+def version() -> str:
+    """The installed package's version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("maml-bench")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="maml-bench: train garage's five MAML examples over seeds, resume them, and compare them "
+        "with published numbers.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
     for add in COMMANDS:
         add(subparsers)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """The command line (the ``maml-bench`` entry point); returns the exit status: 0, 1 (a run failed), 2
+    (bad input: nothing started), 128 + the signal that stopped training (130 SIGINT, 143 SIGTERM)."""
     from bench.experiments import ConfigError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume from the last checkpoints", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:  # Ctrl-C outside training, or a second signal during it
+        print(f"{error or 'interrupted'}: rerun the same command to resume", file=sys.stderr)
+        return 128 + getattr(error, "signum", signal.SIGINT)

@@ -3,49 +3,90 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
 
 from bench.experiments import EXPERIMENTS, PROFILES, ConfigError, apply_overrides, preset
 
-DEFAULT_RESULTS = Path("results")
+DEFAULT_RESULTS = Path("out")
+"""Where runs and reports go unless --results says otherwise: a git-ignored folder, so that a user's runs
+never touch the committed record in results/ (written only when asked for with --results results)."""
 EXECUTORS = ("local", "ray")
 LIST_FIELDS = ("algo", "epochs", "meta_batch_size", "episodes_per_task", "max_episode_length", "hidden_sizes")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``list``, ``run`` and ``reproduce`` on the CLI's subparsers."""
-    listing = subparsers.add_parser("list", help="experiments, profiles and their settings")
-    listing.add_argument("--profile", choices=PROFILES, help="only this profile")
+    text = "experiments, profiles and their settings; with --runs, the run folders and their status"
+    listing = subparsers.add_parser("list", help=text, description=f"List the {text}.")
+    listing.add_argument("--profile", choices=PROFILES, help="only this profile (default: all)")
+    listing.add_argument("--runs", action="store_true", help="list the run folders under --results instead")
+    listing.add_argument(
+        "--results",
+        type=Path,
+        default=DEFAULT_RESULTS,
+        help="results folder of --runs (default: %(default)s)",
+    )
     listing.set_defaults(func=cmd_list)
 
-    run = subparsers.add_parser("run", help="train experiments over seeds (resumes unfinished runs)")
+    run = subparsers.add_parser(
+        "run",
+        help="train experiments over seeds (finished runs skipped, unfinished ones resumed)",
+        description="Train the named experiments over seeds, one folder per run under RESULTS/runs: a "
+        "finished run is skipped, an unfinished one resumes from its last checkpoint.",
+    )
     run.add_argument("experiments", nargs="+", metavar="EXPERIMENT", help=f"one of {', '.join(EXPERIMENTS)}")
     _add_run_options(run, default_profile="quick")
     run.set_defaults(func=cmd_run)
 
-    reproduce = subparsers.add_parser("reproduce", help="train all five experiments, then write the report")
+    reproduce = subparsers.add_parser(
+        "reproduce",
+        help="train all five experiments over seeds, then write the report",
+        description="The main job: train all five experiments over seeds (as `run` does), then write the "
+        "report (as `report` does).",
+    )
     _add_run_options(reproduce, default_profile="quick")
     reproduce.set_defaults(func=cmd_reproduce)
 
 
 def _add_run_options(parser: argparse.ArgumentParser, default_profile: str) -> None:
-    parser.add_argument("--profile", default=default_profile, help=f"one of {', '.join(PROFILES)}")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
-    parser.add_argument("--executor", default="local", help=f"one of {', '.join(EXECUTORS)} (default local)")
-    parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: a local Ray)")
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder")
+    parser.add_argument(
+        "--profile", default=default_profile, help=f"one of {', '.join(PROFILES)} (default: %(default)s)"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument(
+        "--executor", default="local", help=f"one of {', '.join(EXECUTORS)} (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="Ray cluster address (default: start a local Ray)"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default: %(default)s)"
+    )
     parser.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: one per core)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
         help="override a config field for every experiment (repeatable), e.g. --set epochs=5",
     )  # fmt: skip
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--log-every", type=int, default=None, metavar="N",
+        help="a progress line per run every N epochs (default: a tenth of its epochs; 0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (the progress lines are printed all the same)",
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.runs:
+        return _list_runs(args.results)
     profiles = [args.profile] if args.profile else list(PROFILES)
     header = f"{'experiment':32} {'profile':8} " + " ".join(f"{f:>18}" for f in LIST_FIELDS)
     print(header)
@@ -57,6 +98,37 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("\nEvery field (override with --set FIELD=VALUE):")
     for field in dataclasses.fields(preset(EXPERIMENTS[0], "full")):
         print(f"  {field.name}")
+    return 0
+
+
+def _list_runs(results: Path) -> int:
+    """Every run folder under ``results`` with its status; ``running`` says who trains it, or that nobody
+    does (stale: its trainer was killed; rerunning its command resumes it)."""
+    from bench import files
+    from bench import run_format as rf
+    from bench.runs import RunFolderError, find_run_folders, liveness
+
+    try:
+        folders = find_run_folders(results)
+    except RunFolderError as error:
+        raise ConfigError(str(error)) from error
+    rows = []
+    for folder in folders:
+        try:
+            manifest = files.read_json_object(folder / rf.MANIFEST)
+        except FileNotFoundError:
+            manifest = {}
+        except ValueError as error:
+            rows.append((folder, "unreadable manifest", str(error)))
+            continue
+        status = str(manifest.get("status", "not started"))
+        epochs = f"{manifest.get('epochs_completed', 0)}/{manifest.get('epochs_total', '?')}"
+        rows.append((folder, liveness(folder, status), f"{epochs} epochs"))
+    names = ["/".join(folder.parts[-3:]) for folder, _, _ in rows]
+    width = max(len(name) for name in names)
+    status_width = max(len(status) for _, status, _ in rows)
+    for name, (_, status, epochs) in zip(names, rows, strict=True):
+        print(f"{name:{width}}  {status:{status_width}}  {epochs}")
     return 0
 
 
@@ -81,9 +153,7 @@ def _check_device(configs: list, executor: str) -> None:
 
 
 def _train(args: argparse.Namespace, experiments: list[str]) -> int:
-    from bench import files
-    from bench.executors import execute, plan
-    from bench.trainer import check_run_folder
+    from bench.executors import duration, execute, plan
 
     if args.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {args.executor!r}; valid: {', '.join(EXECUTORS)}")
@@ -91,30 +161,87 @@ def _train(args: argparse.Namespace, experiments: list[str]) -> int:
         raise ConfigError(f"seeds must be non-negative, got {args.seeds}")
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.log_every is not None and args.log_every < 0:
+        raise ConfigError(f"--log-every must be at least 0, got {args.log_every}")
     experiments, seeds = _unique(experiments, "experiments"), _unique(args.seeds, "seeds")
     configs = [(name, apply_overrides(preset(name, args.profile), args.overrides)) for name in experiments]
     _check_device(configs, args.executor)
     _check_results(args.results)
     specs = plan(configs, args.profile, seeds, args.results, args.jobs)
-    for spec in specs:  # every run folder that exists must fit its run and be free: nothing starts otherwise
-        check_run_folder(spec)
-        if spec.path.is_dir():
-            try:
-                with files.exclusive(spec.path):
-                    pass
-            except files.FolderInUseError as error:
-                raise ConfigError(str(error)) from error
-    print(
-        f"{len(specs)} runs ({len(experiments)} experiments × {len(seeds)} seeds), profile "
-        f"{args.profile}, {args.executor} executor, {specs[0].threads} thread(s) per run → {args.results}",
-        flush=True,
-    )
-    start = time.perf_counter()
-    summaries, failures = execute(specs, args.executor, args.ray_address, not args.no_progress)
-    print(f"{len(summaries)} runs done, {len(failures)} failed, in {time.perf_counter() - start:.0f} s")
-    for failure in failures:
+    with contextlib.ExitStack() as locks:
+        _claim(specs, locks)
+        finished = {spec.name: epochs for spec in specs if (epochs := _finished_epochs(spec)) is not None}
+        todo = [spec for spec in specs if spec.name not in finished]
+        resuming = sum(_epochs_completed(spec) > 0 for spec in todo)
+        kinds = ((len(todo) - resuming, "new"), (resuming, "to resume"), (len(finished), "already finished"))
+        counts = ", ".join(f"{count} {what}" for count, what in kinds if count)
+        print(
+            f"{len(specs)} runs ({len(experiments)} experiments × {len(seeds)} seeds), profile "
+            f"{args.profile}: {counts}; {args.executor} executor, {specs[0].threads} thread(s) per run → "
+            f"{args.results}",
+            flush=True,
+        )
+        for name, epochs in finished.items():
+            print(f"{name}: already finished ({epochs} epochs), skipped")
+        if not todo:
+            return 0
+        start = time.perf_counter()
+        outcome = execute(todo, args.executor, args.ray_address, not args.no_progress, args.log_every)
+    parts = [f"{len(outcome.summaries)} runs done", f"{len(outcome.failures)} failed"]
+    if outcome.interrupted:
+        parts.append(f"{len(outcome.interrupted)} interrupted")
+    if outcome.not_started:
+        parts.append(f"{len(outcome.not_started)} not started")
+    print(f"{', '.join(parts)}, in {duration(time.perf_counter() - start)}", flush=True)
+    for failure in outcome.failures:
         print(f"  FAILED {failure.name}: {failure.error}", file=sys.stderr)
-    return 1 if failures else 0
+    if outcome.signal is not None:
+        name = signal.Signals(outcome.signal).name
+        print(f"stopped by {name}: rerun the same command to resume", file=sys.stderr)
+        return 128 + outcome.signal
+    return 1 if outcome.failures else 0
+
+
+def _claim(specs: list, locks: contextlib.ExitStack) -> None:
+    """Hold every run's command lock for the command's lifetime (in ``locks``), then check that each run
+    folder that exists fits its run and that no trainer holds it: two commands on one run folder, however
+    close their starts, are refused here, before anything starts (:class:`ConfigError`, exit status 2)."""
+    from bench import files
+    from bench.trainer import check_run_folder
+
+    command = shlex.join(["maml-bench", *sys.argv[1:]])
+    for spec in sorted(specs, key=lambda s: str(s.path)):  # one order: of two commands, one wins
+        try:
+            spec.path.parent.mkdir(parents=True, exist_ok=True)
+            locks.enter_context(files.command_lock(spec.path, command))
+            if spec.path.is_dir():
+                with files.exclusive(spec.path):  # a trainer outside any command, or one still dying
+                    pass
+        except files.FolderInUseError as error:
+            raise ConfigError(str(error)) from error
+        except OSError as error:
+            raise ConfigError(f"cannot create {spec.path.parent}: {error.strerror}") from error
+    for spec in specs:
+        check_run_folder(spec)
+
+
+def _manifest(spec) -> dict:
+    from bench import files
+    from bench import run_format as rf
+
+    path = spec.path / rf.MANIFEST
+    return files.read_json_object(path) if path.exists() else {}
+
+
+def _finished_epochs(spec) -> int | None:
+    from bench import run_format as rf
+
+    manifest = _manifest(spec)
+    return int(manifest.get("epochs_completed", 0)) if manifest.get("status") == rf.STATUS_FINISHED else None
+
+
+def _epochs_completed(spec) -> int:
+    return int(_manifest(spec).get("epochs_completed", 0))
 
 
 def _check_results(results: Path) -> None:

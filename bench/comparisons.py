@@ -104,9 +104,18 @@ _TABLE1_BAND = (
     "says 35 % where its table says 31.6 %; v2 → v3 environments; the maxima over training of garage's 5 "
     "ML10 seeds range 0.20–0.23 — ±10 points"
 )
+_TABLE1_ML45_BAND = (
+    "10-seed mean of a granular rate (one of the 5 test classes solved = 20 points); v2 → v3 environments; "
+    "no garage ML45 run was published to calibrate the spread against (ML10's seeds' maxima range "
+    "0.20–0.23) — ±10 points"
+)
 _TABLE1_TRAIN_BAND = (
     "10-seed mean of the maximum over training of a rate averaged over the training classes; v2 → v3 "
     "environments; the maxima over training of garage's 5 ML10 seeds range 0.035–0.205 — ±10 points"
+)
+_TABLE1_ML45_TRAIN_BAND = (
+    "10-seed mean of the maximum over training of a rate averaged over the 45 training classes; v2 → v3 "
+    "environments; no garage ML45 run was published to calibrate the spread against — ±10 points"
 )
 _TABLE1_NOTE = (
     "Table 1 prints no training budget: compared at garage's 300-epoch budget, max over training as in the "
@@ -124,13 +133,6 @@ _PERCENT = "the paper reports percent, our progress.csv fractions"
 COMPARISONS: dict[str, tuple[Comparison, ...]] = {
     "maml_ppo_half_cheetah_dir": (
         Comparison(
-            name="none-published",
-            metric=rf.RETURN,
-            match="env_steps",
-            primary=True,
-            note="no MAML-PPO curve or number is published (garage has only a unit-test smoke threshold)",
-        ),
-        Comparison(
             name="promp-proxy",
             metric=rf.RETURN,
             match="env_steps",
@@ -138,8 +140,25 @@ COMPARISONS: dict[str, tuple[Comparison, ...]] = {
             tolerance=50.0,
             tolerance_reason=_PROMP_BAND + "; ProMP is a different algorithm, so the band only says whether "
             "we are in its range",
+            primary=True,
             proxy=True,
-            note="proxy: ProMP (clipped PPO-like outer objective, different inner loss), not MAML-PPO",
+            note="proxy: ProMP (clipped PPO-like outer objective, different inner loss), not MAML-PPO; no "
+            "MAML-PPO curve is published at matched env steps (garage has only a unit-test smoke threshold). "
+            "Primary since 2026-12-03, declared before any full-budget MAML-PPO run had ended",
+        ),
+        Comparison(
+            name="rllib-proxy",
+            metric=rf.RETURN,
+            match="epochs",
+            reference="rllib_maml_halfcheetah_rand_direc",
+            tolerance=80.0,
+            tolerance_reason="one run, no seed spread printed (learn2learn's MAML-TRPO seeds on this task "
+            "spread by about ±150); read from a figure (±10; smoothed 268); RLlib trained 4.4× our env steps "
+            "(211 M vs 48 M; ProMP's curves rise 10–25 over such a span) with 5 PPO steps per iteration — "
+            "±80, declared 2026-12-03 before any full-budget MAML-PPO run had ended",
+            proxy=True,
+            note="proxy: RLlib's MAML with a PPO-clip outer step, one run, its end of training (211 M env "
+            "steps) against our end of training (48 M)",
         ),
     ),
     "maml_trpo_half_cheetah_dir": (
@@ -266,7 +285,7 @@ COMPARISONS: dict[str, tuple[Comparison, ...]] = {
             y_scale=0.01,
             y_scale_reason=_PERCENT,
             tolerance=0.10,
-            tolerance_reason=_TABLE1_BAND,
+            tolerance_reason=_TABLE1_ML45_BAND,
             primary=True,
             note=_TABLE1_NOTE,
         ),
@@ -279,7 +298,7 @@ COMPARISONS: dict[str, tuple[Comparison, ...]] = {
             y_scale=0.01,
             y_scale_reason=_PERCENT,
             tolerance=0.10,
-            tolerance_reason=_TABLE1_TRAIN_BAND,
+            tolerance_reason=_TABLE1_ML45_TRAIN_BAND,
             note=_TABLE1_NOTE,
         ),
         Comparison(

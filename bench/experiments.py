@@ -15,10 +15,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
 import torch
 
+from bench import ablations
 from maml.config import AdamConfig, MAMLConfig, TRPOConfig
 
 ENVS = ("half_cheetah_dir", "ml1_push", "ml10", "ml45")
@@ -81,6 +83,12 @@ class ExperimentConfig:
     """Write a checkpoint every N epochs (and always at the last)."""
     device: str = "cpu"
     """Torch device of the meta-update (sampling runs its small policy calls on the CPU)."""
+    baseline: str = "linear"
+    """Ablation of garage's bug 1: ``"garage_untrained_mlp"`` (:attr:`maml.config.MAMLConfig.baseline`)."""
+    advantage_scaling: str = "std"
+    """Ablation of garage's bug 3: ``"garage_variance"`` (``MAMLConfig.advantage_scaling``)."""
+    outer_gradient: str = "meta"
+    """PPO/VPG ablation of garage's bug 2: ``"garage_adam_closure"`` (``AdamConfig.outer_gradient``)."""
 
     def __post_init__(self) -> None:
         if self.env not in ENVS:
@@ -113,6 +121,11 @@ class ExperimentConfig:
             raise ConfigError(
                 f"device {self.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)"
             ) from error
+        if self.outer_gradient != "meta" and (self.algo == "trpo" or self.num_grad_updates != 1):
+            raise ConfigError(
+                f"outer_gradient={self.outer_gradient!r} is an Adam outer step's ablation (algo ppo or vpg) "
+                f"with one inner step; got algo {self.algo!r}, num_grad_updates {self.num_grad_updates}"
+            )
         try:  # the algorithm configs validate their own fields
             self.maml(), self.trpo(), self.adam()
         except ValueError as error:
@@ -126,13 +139,20 @@ class ExperimentConfig:
             first_order=self.first_order,
             discount=self.discount,
             gae_lambda=self.gae_lambda,
+            baseline=self.baseline,
+            advantage_scaling=self.advantage_scaling,
         )
 
     def trpo(self) -> TRPOConfig:
         return TRPOConfig(max_kl=self.max_kl)
 
     def adam(self) -> AdamConfig:
-        return AdamConfig(outer_lr=self.outer_lr, epochs=self.outer_epochs, clip_range=self.clip_range)
+        return AdamConfig(
+            outer_lr=self.outer_lr,
+            epochs=self.outer_epochs,
+            clip_range=self.clip_range,
+            outer_gradient=self.outer_gradient,
+        )
 
     def env_steps_per_epoch(self) -> int:
         """Training steps per epoch: pre- and post-update rounds (garage's TotalEnvSteps increment)."""
@@ -198,7 +218,19 @@ PROFILES = ("smoke", "quick", "full")
 
 
 def preset(experiment: str, profile: str) -> ExperimentConfig:
-    """The config of ``experiment`` under ``profile``."""
+    """The config of ``experiment`` under ``profile``; ``<experiment>+<ablation>`` applies the ablation's
+    changes (:mod:`bench.ablations`) on top."""
+    try:
+        base, ablation = ablations.split(experiment)
+    except KeyError as error:
+        raise ConfigError(error.args[0]) from error
+    if ablation is not None:
+        config = preset(base, profile)
+        if ablation.adam_only and config.algo == "trpo":
+            raise ConfigError(
+                f"ablation {ablation.name!r} concerns the Adam outer step (PPO/VPG); {base} uses TRPO"
+            )
+        return replace(config, **ablation.changes_for(config.algo))
     if experiment not in FULL:
         raise ConfigError(f"unknown experiment {experiment!r}; valid: {', '.join(EXPERIMENTS)}")
     if profile not in PROFILES:
@@ -249,7 +281,25 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> Experimen
 
 def to_dict(config: ExperimentConfig) -> dict[str, object]:
     """JSON-ready fields (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    return to_dict_values(dataclasses.asdict(config))
+
+
+def with_defaults(data: Mapping[str, object]) -> dict[str, object]:
+    """A stored config record with every field it lacks set to that field's default, in JSON form.
+
+    Fields are only ever added with a default that keeps what runs computed before them (the ablation
+    switches of garage's bugs, for instance), so a run folder written before a field existed holds a run
+    of that default: its record compares equal to one written today, and resumes."""
+    missing = {
+        f.name: f.default
+        for f in fields(ExperimentConfig)
+        if f.name not in data and f.default is not dataclasses.MISSING
+    }
+    return {**data, **to_dict_values(missing)}
+
+
+def to_dict_values(values: Mapping[str, object]) -> dict[str, object]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def from_dict(data: dict[str, object]) -> ExperimentConfig:

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes (a reader sees the old file or the new one, never half of one) and run-folder locks."""
 
 from __future__ import annotations
 
@@ -66,31 +66,81 @@ class FolderInUseError(RuntimeError):
     """Another process holds the lock of a run folder."""
 
 
+LOCK = ".lock"
+"""A run folder's trainer lock: held by the process that trains the run, while it trains it."""
+
+
+def command_lock_path(run: Path) -> Path:
+    """The lock a command holds on a run for its whole lifetime (``.seed-<k>.lock`` beside the run folder,
+    so that a run not started yet needs no folder, and the report, which skips dot-files, never sees it)."""
+    run = Path(run)
+    return run.parent / f".{run.name}{LOCK}"
+
+
 @contextlib.contextmanager
-def exclusive(folder: Path) -> Iterator[None]:
-    """Hold ``folder``'s lock (``flock`` on ``folder/.lock``; Linux maps it to a record lock on NFS) for the
-    block; raises :class:`FolderInUseError` at once if anyone else holds it (another process, or another
-    open of the same file in this one). The kernel releases the lock when its holder dies, however it dies,
-    so a stale lock cannot block a resume."""
-    path = Path(folder) / ".lock"
-    with path.open("a+") as handle:
+def _locked(path: Path, busy: Callable[[str], str], holder: str) -> Iterator[None]:
+    """Hold ``flock`` on ``path`` for the block, writing ``holder`` into it; raises
+    :class:`FolderInUseError` with ``busy(who holds it)`` at once if anyone else holds it (another process,
+    or another open of the same file in this one). The kernel releases the lock when its holder dies,
+    however it dies, so a stale lock cannot block a resume."""
+    with Path(path).open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise FolderInUseError(
-                f"{folder} is being trained by {holder}: two trainers must not share a run folder "
-                "(stop the other one, or wait for it)"
-            ) from error
+            raise FolderInUseError(busy(handle.read().strip() or "another process")) from error
         handle.seek(0)
         handle.truncate()
-        handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        handle.write(holder + "\n")
         handle.flush()
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _me() -> str:
+    return f"process {os.getpid()} on {socket.gethostname()}"
+
+
+def exclusive(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold ``folder``'s trainer lock (``flock`` on ``folder/.lock``; Linux maps it to a record lock on NFS)
+    for the block; raises :class:`FolderInUseError` at once if anyone else holds it."""
+    return _locked(
+        Path(folder) / LOCK,
+        lambda who: (
+            f"{folder} is being trained by {who}: two trainers must not share a run folder "
+            "(stop the other one, or wait for it)"
+        ),
+        _me(),
+    )
+
+
+def command_lock(run: Path, command: str) -> contextlib.AbstractContextManager[None]:
+    """Hold the lock of a command on ``run`` (:func:`command_lock_path`) for the block: a second command on
+    the same run is refused before it starts anything. ``command`` (its command line) is written into the
+    lock for that refusal to name."""
+    return _locked(
+        command_lock_path(run),
+        lambda who: f"{run} is in use by another command, {who}: wait for it to end, or stop it",
+        f"{_me()} ({command})",
+    )
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds the lock file ``path`` (its text), or None when nobody does (or it does not exist).
+
+    Probes with a shared lock taken and released at once: it never waits, and a holder's exclusive lock
+    makes it fail (a trainer or command starting in that instant is refused, as with any other holder)."""
+    if not Path(path).exists():
+        return None
+    with Path(path).open() as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 def save_torch(path: Path, obj: Any) -> None:

@@ -168,6 +168,26 @@ def per_class_figure(table: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def ablation_figure(ours: pd.DataFrame, title: str) -> Figure:
+    """The fixed runs' post-update return next to each ablation's, over epochs (mean and 95 % t-CI band
+    across seeds). ``ours``: columns ``line, Epoch, mean, ci_low, ci_high``, the fixed line first."""
+    fig, (ax,) = _figure(1, width=7.6, height=4.8)
+    lines = list(dict.fromkeys(ours["line"]))
+    palette = dict(zip(lines, sns.color_palette(OURS_PALETTE, max(len(lines), 1)), strict=False))
+    for line in lines:
+        rows = ours[ours["line"] == line]
+        ax.plot(rows[rf.EPOCH], rows["mean"], color=palette[line], label=line, linewidth=1.6)
+        ax.fill_between(rows[rf.EPOCH], rows["ci_low"], rows["ci_high"], color=palette[line], alpha=0.15)
+    if ours.empty:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("epoch (meta-update)")
+    ax.set_ylabel("meta-train return, post-adaptation")
+    if lines:
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(3, len(lines)))
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
 def save(fig: Figure, path: Path) -> Path:
     """Write the figure as PNG, atomically (parent folders created)."""
     path = Path(path)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import files, plots, stats
+from bench import ablation_report, ablations, files, plots, stats
 from bench import published as pub
 from bench import run_format as rf
 from bench.comparisons import COMPARISONS, CONTEXT, EXPERIMENTS, Comparison, ContextCurve
@@ -27,7 +27,7 @@ from bench.verdicts import MIN_SEEDS, evaluate
 
 PROFILES = ("smoke", "quick", "full")
 REPORT_FILE = "REPORT.md"
-FIGURE_KINDS = ("_curves", "_adapt_steps", "_per_class")
+FIGURE_KINDS = ("_curves", "_adapt_steps", "_per_class", "_ablations")
 """How the report's figure names end (``plots/<profile>_<experiment><kind>.png``)."""
 FINAL_WINDOW = stats.FINAL_WINDOW
 FINAL_METRICS = (
@@ -83,6 +83,8 @@ class ReportTables:
     ci_high``."""
     adapt_steps: pd.DataFrame
     """``profile, experiment, k, n_seeds, mean, ci_low, ci_high`` (final meta-test return after k steps)."""
+    ablations: pd.DataFrame
+    """One row per (profile, ablation experiment, metric): ``bench.ablation_report.COLUMNS``."""
 
 
 def _order(values: pd.Series, known: tuple[str, ...]) -> pd.Series:
@@ -242,8 +244,9 @@ def build_tables(
     )
     summary, finals, curves, per_class, adapt, provenance = [], [], [], [], [], []
     used_paths: set[Path] = set()
+    used = {key: used_runs(groups[key]) for key in keys}
     for profile, experiment in keys:
-        chosen, runs_used = used_runs(groups[(profile, experiment)])
+        chosen, runs_used = used[(profile, experiment)]
         used_paths.update(r.path for r in chosen)
         progress = progress_table(chosen)
         ids = {"profile": profile, "experiment": experiment}
@@ -253,7 +256,8 @@ def build_tables(
         disagree = config_disagreements(configs)
         if disagree:
             prefix.append(f"the seeds ran with different configs ({', '.join(disagree)})")
-        for comparison in comparisons.get(experiment) or _undeclared(experiment):
+        declared = () if ablations.is_ablation(experiment) else comparisons.get(experiment)
+        for comparison in declared if declared is not None else _undeclared(experiment):
             row = evaluate(comparison, progress, published, rng, n_resamples, deviations)
             row["note"] = "; ".join(filter(None, [*prefix, str(row["note"])]))
             summary.append({**ids, "runs_used": runs_used, **row})
@@ -268,6 +272,8 @@ def build_tables(
                 curves.append(table.assign(metric=metric, **ids))
     runs_frame = runs_table(runs)
     runs_frame["used"] = runs_frame["path"].map(lambda p: Path(p) in used_paths)
+    # relative to the results folder (runs/<profile>/<experiment>/seed-<k>): the tables name no machine's path
+    runs_frame["path"] = runs_frame["path"].map(lambda p: Path(p).relative_to(Path(p).parents[3]).as_posix())
     curve_columns = [
         "profile",
         "experiment",
@@ -289,6 +295,7 @@ def build_tables(
         provenance=pd.DataFrame(provenance),
         per_class=_last(pd.DataFrame(per_class), "ci_note"),
         adapt_steps=_last(pd.DataFrame(adapt), "ci_note"),
+        ablations=ablation_report.ablation_table(used, rng),
     )
 
 
@@ -395,6 +402,10 @@ def make_figures(
         if not per_class.empty:
             title = f"{name}: meta-test success per class"
             figures[(profile, experiment, "per_class")] = plots.per_class_figure(per_class, title)
+    for profile, base in tables.ablations[["profile", "base"]].drop_duplicates().itertuples(index=False):
+        ours = ablation_report.figure_curves(tables.curves, profile, base)
+        title = f"{base} ({profile}): garage's bugs and first-order MAML, ablated one at a time"
+        figures[(profile, base, "ablations")] = plots.ablation_figure(ours, title)
     return figures
 
 
@@ -413,7 +424,7 @@ AT_FORMAT = {"env_steps": "{} steps", "epochs": "epoch {}", "adapt_steps": "k={}
 
 
 def verdict_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The compact verdict table printed by the CLI and shown in REPORT.md: experiment, profile,
+    """The verdict table of REPORT.md (the console's: :func:`bench.cli.verdict_text`): experiment, profile,
     comparison (``*`` = primary), budget, our value with CI, reference with tolerance, whether our runs
     learned, verdict."""
     rows = []
@@ -463,12 +474,6 @@ def verdict_table(summary: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def format_verdicts(summary: pd.DataFrame) -> str:
-    """The verdict table as fixed-width text."""
-    table = verdict_table(summary)
-    return table.to_string(index=False) if len(table) else "(no runs)"
-
-
 def markdown_table(table: pd.DataFrame) -> str:
     """A pandas table as a GitHub markdown table (numbers to 4 significant digits)."""
     if table.empty:
@@ -504,7 +509,9 @@ CAVEATS = (
     "averaged over 10 seeds) with v2 environments and the paper's own MAML settings (128×128 policy, inner "
     "lr 1e-4, 3 evaluation episodes per test task); we run v3 (Meta-World 3.x) with garage's settings — "
     "not interchangeable.",
-    "No MAML-PPO number is published: the ProMP curve is a *proxy* (a different algorithm).",
+    "No MAML-PPO number is published at garage's budget: the ProMP curve (a different algorithm, matched on "
+    "env steps) and RLlib's MAML with a PPO-clip outer step (one run, 4.4× our env steps, compared at the "
+    "end of training) are *proxies*.",
     "garage's own ML1/ML10 runs use garage's buggy MAML (value function never trained, advantages divided "
     "by the variance): a floor, not a target. ML1 push has no other reference.",
     "Digitised curves (ProMP, learn2learn) carry ±5–10 in y; Meta-World+ numbers are second-hand "
@@ -540,6 +547,43 @@ def _comparison_lines(r: tuple) -> list[str]:
         )
     if r.note:
         lines.append(f"  Note: {r.note}.")
+    return lines
+
+
+def _ablation_lines(
+    table: pd.DataFrame, figure_files: Mapping[tuple[str, str, str], Path], root: Path
+) -> list[str]:
+    """The Ablations section (nothing when no ablation ran)."""
+    if table.empty:
+        return []
+
+    def with_ci(value: str, low: str, high: str) -> list[str]:
+        rows = zip(table[value], table[low], table[high], strict=True)
+        return [f"{_fmt(v)} [{_fmt(lo, 3)}, {_fmt(hi, 3)}]" for v, lo, hi in rows]
+
+    shown = table.assign(
+        ours=with_ci("mean", "ci_low", "ci_high"),
+        fixed=with_ci("base_mean", "base_ci_low", "base_ci_high"),
+        change=with_ci("difference", "difference_ci_low", "difference_ci_high"),
+    )
+    columns = ["profile", "experiment", "metric", "epochs", "n_seeds", "ours", "fixed", "change", "learned"]
+    lines = [
+        "",
+        "## Ablations",
+        "",
+        "What each of garage's bugs costs: the same experiment with garage's behaviour switched back on "
+        "(`<experiment>+<ablation>`, defined in `bench/ablations.py`), against our fixed runs of the same "
+        f"profile and seeds. Values are per seed the mean of its last {FINAL_WINDOW} epochs, with 95 % "
+        "t-CIs; `change` = ablation − fixed with a Welch CI. Ablations never enter a verdict.",
+        "",
+        *[f"- `{a.name}`: {a.label}. {a.garage_source}." for a in ablations.ABLATIONS.values()
+          if a.name in set(table["ablation"])],
+        "",
+        markdown_table(shown[[*columns, "note"]]),
+    ]  # fmt: skip
+    for key, path in figure_files.items():
+        if key[2] == "ablations":
+            lines += ["", f"![{key[1]} {key[0]} ablations]({path.relative_to(root).as_posix()})"]
     return lines
 
 
@@ -598,6 +642,7 @@ def render_markdown(
         f"bootstrap CI (from {stats.BOOTSTRAP_MIN_SEEDS} seeds).",
         "",
         markdown_table(tables.finals),
+        *_ablation_lines(tables.ablations, figure_files, root),
     ]
     for (profile, experiment), rows in summary.groupby(["profile", "experiment"], sort=False):
         lines += ["", f"## {experiment} ({profile})", ""]
@@ -625,6 +670,7 @@ def write_report(
         ("curves", tables.curves),
         ("runs", tables.runs),
         ("provenance", tables.provenance),
+        ("ablations", tables.ablations),
     ):
         files.write_text(results / f"{name}.csv", table.to_csv(index=False))
     figure_files = {

@@ -4,9 +4,11 @@ reads them. Nothing else is shared between the two.
 ``<results>/runs/<profile>/<experiment>/seed-<k>/`` holds:
 
 - ``config.json`` — the frozen experiment config as a JSON object, plus ``experiment``, ``profile``, ``seed``.
-- ``manifest.json`` — ``status`` (``running`` | ``finished`` | ``failed``), ``epochs_completed``,
-  ``epochs_total``, package versions, git commit and dirty flag, host, device, torch threads, seed, start and
-  end times, wall time per phase, and ``error`` for a failed run.
+- ``manifest.json`` — ``status`` (``running`` | ``finished`` | ``failed`` | ``interrupted``),
+  ``epochs_completed``, ``epochs_total``, package versions, git commit and dirty flag, host, device, torch
+  threads, seed, start and end times, wall time per phase, and ``error`` for a failed or interrupted run
+  (what stopped it, what was kept). ``running`` with nobody holding ``.lock`` is a run whose trainer was
+  killed (``kill -9``, a crash of the machine): stale, resumable.
 - ``progress.csv`` — one row per epoch, written through dowel; columns named below (read by name: dowel's
   column order is not stable). Values a row does not have (a meta-test skipped that epoch, a success rate
   on an environment without one) are empty.
@@ -27,6 +29,8 @@ TENSORBOARD = "tb"
 STATUS_RUNNING = "running"
 STATUS_FINISHED = "finished"
 STATUS_FAILED = "failed"
+STATUS_INTERRUPTED = "interrupted"
+"""Stopped by SIGINT or SIGTERM at a safe point; its last checkpoint is kept and a rerun resumes it."""
 
 # --- progress.csv columns -------------------------------------------------------------------------------
 EPOCH = "Epoch"

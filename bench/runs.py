@@ -18,12 +18,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench import files
 from bench import run_format as rf
+from bench.ablations import is_ablation
 from bench.comparisons import EXPERIMENTS
+from bench.experiments import with_defaults
 
 REQUIRED_COLUMNS = (rf.EPOCH, rf.TOTAL_ENV_STEPS, rf.RETURN)
 """Columns every progress.csv must have; the others are read by name where a table needs them."""
-STATUSES = (rf.STATUS_RUNNING, rf.STATUS_FINISHED, rf.STATUS_FAILED)
+STATUSES = (rf.STATUS_RUNNING, rf.STATUS_FINISHED, rf.STATUS_FAILED, rf.STATUS_INTERRUPTED)
+STALE = "stale (no live holder)"
+"""A run whose manifest says running, but whose lock no process holds: its trainer was killed."""
 SEED_DIR = re.compile(r"seed-(\d+)")
 LAYOUT = "runs/<profile>/<experiment>/seed-<k>/"
 
@@ -55,7 +60,9 @@ class Run:
     """One row per logged epoch, sorted by ``Epoch``; every column numeric (empty cells are NaN)."""
     notes: tuple[str, ...] = ()
     error: str = ""
-    """First line of the manifest's ``error`` (failed runs)."""
+    """First line of the manifest's ``error`` (failed and interrupted runs)."""
+    stale: bool = False
+    """Status ``running`` with nobody holding the folder (:func:`liveness`)."""
 
     @property
     def partial(self) -> bool:
@@ -66,8 +73,20 @@ class Run:
         """Why the run is partial ('' when it is complete)."""
         if not self.partial:
             return ""
-        reason = f"status {self.status}, {self.epochs_completed}/{self.epochs_total} epochs"
+        status = f"{self.status}, {STALE}" if self.stale else self.status
+        reason = f"status {status}, {self.epochs_completed}/{self.epochs_total} epochs"
         return f"{reason}: {self.error}" if self.error else reason
+
+
+def liveness(folder: Path, status: str) -> str:
+    """``status``, and for a run that says it is running, who holds it: its trainer (the run folder's lock)
+    or the command that will resume it (the command lock); :data:`STALE` when nobody does, as after a
+    ``kill -9``. Each probe holds a free lock for an instant (:func:`bench.files.lock_holder`)."""
+    if status != rf.STATUS_RUNNING:
+        return status
+    folder = Path(folder)
+    holder = files.lock_holder(folder / files.LOCK) or files.lock_holder(files.command_lock_path(folder))
+    return f"{status}, held by {holder}" if holder else STALE
 
 
 def _read_json(path: Path, required: Mapping[str, type | tuple[type, ...]]) -> dict[str, Any]:
@@ -203,7 +222,9 @@ def read_run(folder: Path) -> Run:
         notes.append(
             f"{len(progress) - done} epoch(s) logged after the last checkpoint (rerun resumes there)"
         )
-    if config["experiment"] not in EXPERIMENTS:
+    if is_ablation(config["experiment"]):
+        notes.append("an ablation: reported under Ablations, never in a verdict")
+    elif config["experiment"] not in EXPERIMENTS:
         notes.append(f"experiment {config['experiment']!r} is not one of the five: no comparison declared")
     error = str(manifest.get("error") or "").strip()
     return Run(
@@ -214,11 +235,12 @@ def read_run(folder: Path) -> Run:
         status=manifest["status"],
         epochs_completed=done,
         epochs_total=total,
-        config=config,
+        config=with_defaults(config),
         manifest=manifest,
         progress=progress,
         notes=tuple(notes),
         error=error.splitlines()[0][:200] if error else "",
+        stale=liveness(folder, manifest["status"]) == STALE,
     )
 
 

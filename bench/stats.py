@@ -120,6 +120,28 @@ def bootstrap_ci(
     return low, high
 
 
+def welch_interval(
+    a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """Difference of means ``mean(a) − mean(b)`` of two independent groups of seeds with its Welch CI:
+    ``± t_{(1+confidence)/2, ν} · √(s_a²/n_a + s_b²/n_b)``, ν by Welch–Satterthwaite (no equal-variance
+    assumption). NaN entries are dropped; the CI is NaN when either group has fewer than 2 values."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if not len(a) or not len(b):
+        return math.nan, math.nan, math.nan
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, math.nan, math.nan
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return diff, diff, diff
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * se
+    return diff, diff - half, diff + half
+
+
 def summarise(
     values: np.ndarray,
     rng: np.random.Generator,

@@ -24,13 +24,14 @@ import dowel
 import numpy as np
 import torch
 
-from bench import files, provenance
+from bench import files, interrupts, provenance
 from bench import run_format as rf
-from bench.experiments import ConfigError, ExperimentConfig, from_dict, to_dict
+from bench.experiments import ConfigError, ExperimentConfig, from_dict, to_dict, with_defaults
 from bench.families import TaskFamily, class_mean, make_family
-from maml import meta, policy
+from maml import meta, policy, value_function
 from maml.adam_outer import make_optimizer
-from maml.advantages import process_episodes
+from maml.advantages import Baseline, process_episodes
+from maml.baseline import fit_and_predict
 from maml.envs.errors import NonFiniteActionError
 from maml.meta import MetaBatch
 from maml.policy import Params
@@ -40,7 +41,7 @@ from maml.trpo import trpo_step
 from maml.vpg import vpg_step
 from maml.wave_sampler import WaveEnv, sample_in_waves
 
-INIT_STREAM, TASK_STREAM, TEST_TASK_STREAM = 0, 1, 2
+INIT_STREAM, TASK_STREAM, TEST_TASK_STREAM, VALUE_FUNCTION_STREAM = 0, 1, 2, 3
 TEST_ROUND = 1000
 """Meta-test sampling rounds start here, apart from the training rounds 0 … num_grad_updates."""
 EVAL_ROUND = 2000
@@ -76,10 +77,16 @@ class RunSummary:
     name: str
     status: str
     epochs: int
+    """Epochs completed (all of them, not only this start's)."""
     final_return: float
     final_success: float
     wall_time: float
+    """Seconds of this start, from :meth:`Trainer.run` to its end (setting up included)."""
     skipped: bool = False
+    resumed_from: int = 0
+    """Epochs completed before this start (its checkpoint's)."""
+    epoch_seconds: float = math.nan
+    """Mean seconds per epoch trained in this start."""
 
 
 @dataclass
@@ -107,6 +114,31 @@ def _init_theta(config: ExperimentConfig, family: TaskFamily, seed: int) -> Para
     return meta.requires_grad(theta)
 
 
+def make_baseline(config: ExperimentConfig, family: TaskFamily, seed: int) -> Baseline:
+    """The values advantages subtract: the linear baseline fitted per task and round, or (ablation of
+    garage's bug 1) garage's value function as initialised from the run's seed, never fitted."""
+    if config.baseline == "linear":
+        return fit_and_predict
+    torch_seed = int(_generator(seed, VALUE_FUNCTION_STREAM).integers(2**62))
+    params = value_function.init(family.observation_dim, torch.Generator().manual_seed(torch_seed))
+    return lambda observations, returns, mask: value_function.values(params, observations, mask)
+
+
+def evaluates(config: ExperimentConfig, epoch: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) runs the meta-test: every ``evaluate_every_n_epochs``-th, and the
+    last."""
+    every = config.evaluate_every_n_epochs
+    return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == config.epochs)
+
+
+def meta_test_env_steps(config: ExperimentConfig) -> int:
+    """Environment steps of one meta-test (:meth:`Trainer._meta_test`): the adaptation episodes of every
+    adaptation step, then the test episodes, on ``test_tasks`` held-out tasks (Meta-World may hold fewer)."""
+    adapt_steps = max(config.test_adapt_steps, config.num_grad_updates)
+    episodes = config.test_adaptation_episodes * (adapt_steps + 1) + config.test_episodes
+    return config.test_tasks * episodes * config.max_episode_length
+
+
 def _config_record(spec: RunSpec) -> dict[str, object]:
     return {"experiment": spec.experiment, "profile": spec.profile, "seed": spec.seed, **to_dict(spec.config)}
 
@@ -131,7 +163,7 @@ def check_run_folder(spec: RunSpec) -> dict[str, object] | None:
             )
         return None
     try:
-        stored = files.read_json_object(config_path)
+        stored = with_defaults(files.read_json_object(config_path))
         manifest = files.read_json_object(manifest_path) if manifest_path.exists() else {}
     except ValueError as error:
         raise RunFolderConflict(f"{error}; remove that run folder to train it again") from error
@@ -287,11 +319,21 @@ class Trainer:
         self.spec = spec
         self.config = spec.config
         self.on_epoch = on_epoch
+        self.baseline: Baseline = fit_and_predict
+        """What advantages subtract; :meth:`run` sets the config's (:func:`make_baseline`)."""
         self.manifest: dict[str, object] = {}
+        self.resumed_from = 0
+        self.epochs_done = 0
+        self._started = time.perf_counter()
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        """Train (or resume, or skip a finished run), holding the run folder's lock throughout."""
+        """Train (or resume, or skip a finished run), holding the run folder's lock throughout.
+
+        Stopped by a signal (:mod:`bench.interrupts`), it raises :class:`bench.interrupts.RunInterrupted`
+        saying what was kept; one received before the run began leaves the folder untouched."""
+        interrupts.check(f"{self.spec.name}: not started")
+        self._started = time.perf_counter()
         path = self.spec.path
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -312,6 +354,7 @@ class Trainer:
 
         torch.set_num_threads(spec.threads)
         family = make_family(self.config)
+        self.baseline = make_baseline(self.config, family, spec.seed)
         try:
             state = self._load_or_init(family)
             self._start_manifest(state)
@@ -321,7 +364,12 @@ class Trainer:
             finally:
                 progress.close()
         except BaseException as error:
-            self._fail(error)
+            # after a stop signal, an error is the stop's doing (a worker of the Meta-World pool killed by
+            # the SIGTERM a scheduler sends to every process of the job)
+            interrupted = isinstance(error, KeyboardInterrupt) or interrupts.received() is not None
+            note = self._fail(error, interrupted)
+            if interrupted:
+                raise interrupts.RunInterrupted(f"{spec.name}: {note}") from error
             raise
         finally:
             family.close()
@@ -384,24 +432,40 @@ class Trainer:
         self.manifest.pop("error", None)
         files.write_json(self.spec.path / rf.MANIFEST, self.manifest)
 
-    def _fail(self, error: BaseException) -> None:
-        if not self.manifest:
-            return
-        reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
-        self.manifest.update(status=rf.STATUS_FAILED, error=reason)
-        files.write_json(self.spec.path / rf.MANIFEST, self.manifest)
+    def _fail(self, error: BaseException, interrupted: bool) -> str:
+        """Record in the manifest why the run stopped; returns that reason."""
+        if interrupted:
+            status, reason = rf.STATUS_INTERRUPTED, self._interrupted_note()
+        else:
+            status, reason = rf.STATUS_FAILED, f"{type(error).__name__}: {error}"
+        if self.manifest:
+            self.manifest.update(status=status, error=reason)
+            files.write_json(self.spec.path / rf.MANIFEST, self.manifest)
+        return reason
+
+    def _interrupted_note(self) -> str:
+        kept = int(self.manifest.get("epochs_completed", 0))
+        checkpoint = f"checkpoint of epoch {kept} kept" if kept else "no checkpoint yet (it starts over)"
+        return (
+            f"interrupted at epoch {max(self.epochs_done, kept)}/{self.config.epochs}; {checkpoint}; "
+            "rerun the same command to resume"
+        )
 
     def _summary(self, skipped: bool = False) -> RunSummary:
         rows = _read_rows(self.spec.path / rf.PROGRESS, int(self.manifest.get("epochs_completed", 0)))
         last = rows[-1] if rows else {}
+        resumed_from = len(rows) if skipped else self.resumed_from
+        trained = [row.get(rf.TIME_PREFIX + "Epoch", math.nan) for row in rows[resumed_from:]]
         return RunSummary(
             name=self.spec.name,
             status=str(self.manifest.get("status")),
             epochs=len(rows),
             final_return=last.get(rf.RETURN, math.nan),
             final_success=last.get(rf.SUCCESS, math.nan),
-            wall_time=float(self.manifest.get("phase_seconds", {}).get("Epoch", 0.0)),
+            wall_time=time.perf_counter() - self._started,
             skipped=skipped,
+            resumed_from=resumed_from,
+            epoch_seconds=sum(trained) / len(trained) if trained else math.nan,
         )
 
     # --- training ------------------------------------------------------------------------------------
@@ -416,13 +480,27 @@ class Trainer:
                 family.make_env(len(test_tasks) * cfg.test_adaptation_episodes, spec.threads),
                 family.make_env(len(test_tasks) * cfg.test_episodes, spec.threads),
             )
+        self.resumed_from = self.epochs_done = state.epoch
+        with interrupts.armed():  # a stop signal drops the epoch in progress; the last checkpoint is kept
+            self._epochs(family, state, progress, train_env, test_tasks, test_envs)
+        self.manifest.update(
+            status=rf.STATUS_FINISHED, finished=datetime.now(UTC).isoformat(timespec="seconds")
+        )
+        files.write_json(spec.path / rf.MANIFEST, self.manifest)
+
+    def _epochs(
+        self, family: TaskFamily, state: _State, progress: _Progress, train_env, test_tasks, test_envs
+    ):
+        """Train epochs from ``state.epoch`` on, each recorded (row, checkpoint, manifest) as a whole."""
+        cfg = self.config
         while state.epoch < cfg.epochs:
+            interrupts.check()  # a signal received while the last epoch was being recorded
             epoch = state.epoch
             times = dict.fromkeys(rf.TIME_PHASES, 0.0)
             start = time.perf_counter()
             row = self._epoch(family, train_env, state, times)
             self._check_finite(state, row, epoch)
-            if test_envs is not None and self._evaluate_now(epoch):
+            if test_envs is not None and evaluates(cfg, epoch):
                 t0 = time.perf_counter()
                 row |= self._meta_test(family, test_tasks, test_envs, state.theta, epoch)
                 times["Evaluation"] = time.perf_counter() - t0
@@ -430,22 +508,22 @@ class Trainer:
                 row |= self._meta_test_blank(family)
             times["Epoch"] = time.perf_counter() - start
             row |= {rf.TIME_PREFIX + k: v for k, v in times.items()}
-            state.epoch += 1
-            for k, v in times.items():
-                state.phase_times[k] += v
-            progress.write(row)
-            if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
-                self._save(state)
+            with interrupts.deferred():  # the row, the checkpoint and the manifest, whole
+                state.epoch += 1
+                for k, v in times.items():
+                    state.phase_times[k] += v
+                progress.write(row)
+                if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
+                    self._save(state)
+                self.epochs_done = state.epoch
             if self.on_epoch is not None:
                 self.on_epoch(state.epoch, cfg.epochs)
-        self.manifest.update(
-            status=rf.STATUS_FINISHED, finished=datetime.now(UTC).isoformat(timespec="seconds")
-        )
-        files.write_json(spec.path / rf.MANIFEST, self.manifest)
 
-    def _evaluate_now(self, epoch: int) -> bool:
-        every = self.config.evaluate_every_n_epochs
-        return (epoch + 1) % every == 0 or epoch + 1 == self.config.epochs
+    def _advantages(self, episodes):
+        cfg = self.config
+        return process_episodes(
+            episodes, cfg.discount, cfg.gae_lambda, self.baseline, scaling=cfg.advantage_scaling
+        )
 
     def _sample(self, env, params: Params, tasks, episodes: int, epoch: int, sampling_round: int):
         sample = sample_in_waves if isinstance(env, WaveEnv) else sample_episodes  # Meta-World: worker pool
@@ -477,7 +555,7 @@ class Trainer:
             episodes, stats = self._sample(env, params, tasks, cfg.episodes_per_task, epoch, k)
             t1 = time.perf_counter()
             times["Sampling"] += t1 - t0
-            episodes = process_episodes(episodes, cfg.discount, cfg.gae_lambda)
+            episodes = self._advantages(episodes)
             state.total_env_steps += stats.num_env_steps
             if k == cfg.num_grad_updates:
                 post, post_stats = episodes, stats
@@ -536,7 +614,7 @@ class Trainer:
                 _, eval_stats = self._sample(eval_env, params, tasks, cfg.test_episodes, epoch, EVAL_ROUND)
                 _episode_rows("MetaTest/", eval_stats, family, classes, row)
             if k < self._adapt_steps():
-                episodes = process_episodes(episodes, cfg.discount, cfg.gae_lambda)
+                episodes = self._advantages(episodes)
                 leaf = {n: p.detach().requires_grad_() for n, p in params.items()}
                 with torch.enable_grad():
                     params = meta.inner_step(leaf, episodes, cfg.inner_lr, create_graph=False)

@@ -53,6 +53,15 @@ VERDICTS = (
 MIN_SEEDS = 3
 """Fewest seeds for a verdict on a reference (garage ran 3–5 per example; the harness's default is 3)."""
 LEARNED, NOT_LEARNED, UNCLEAR = "yes", "no", "unclear"
+STANDING = {
+    REPRODUCED: "inside the band",
+    BELOW: "below the band",
+    ABOVE: "above the band",
+    AT_OR_ABOVE_FLOOR: "at or above the floor",
+    BELOW_FLOOR: "below the floor",
+}
+"""Where the mean stands, in a note on a comparison that gets no verdict (short, off-protocol, too few
+seeds): said without the verdict's word, which a smoke or partial run must never print."""
 
 X_COLUMN = {"env_steps": rf.TOTAL_ENV_STEPS, "epochs": rf.EPOCH}
 
@@ -194,7 +203,7 @@ def evaluate(
     where = position(float(summary["mean"]), ref_y, c.tolerance, c.kind)
     n_seeds = int(summary["n_seeds"])
     result = verdict(c.reference is not None, has_data, at_budget and overlap, where, deviations, n_seeds)
-    there = f"; there: {where}" if where else ""
+    there = f"; there: {STANDING[where]}" if where else ""  # not a verdict: no verdict words
     if result == BUDGET_SHORT:
         epochs_done = int(last_epoch + 1) if not math.isnan(last_epoch) else 0
         notes.insert(

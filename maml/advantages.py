@@ -3,10 +3,13 @@
 garage computes advantages per task: discounted returns (γ = 0.99), GAE with λ = 1.0 over a baseline
 fitted to those returns, then centring. garage divides by the *variance* (its bug 3, which rescales the
 inner learning rate by 1/std(A)); we centre by mean and standard deviation, per task over valid steps.
+garage's behaviour stays available as an ablation (``scaling="garage_variance"``), as does its untrained
+value function (a ``baseline`` from :mod:`maml.value_function`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -50,13 +53,36 @@ def center(advantages: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
     return (advantages - mean) / (var.sqrt() + eps) * mask
 
 
+def center_by_variance(advantages: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """garage's centring (its bug 3), an ablation: ``(A − mean) / (var + eps)`` per task over valid steps,
+    with the unbiased variance (``torch.Tensor.var``'s default, as garage's ``advantage_flat.var()``)."""
+    dims = tuple(range(1, advantages.dim()))
+    count = mask.sum(dims, keepdim=True)
+    mean = (advantages * mask).sum(dims, keepdim=True) / count.clamp_min(1.0)
+    var = ((advantages - mean).square() * mask).sum(dims, keepdim=True) / (count - 1.0).clamp_min(1.0)
+    return (advantages - mean) / (var + eps) * mask
+
+
+Baseline = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``(observations [T, E, H, obs], returns [T, E, H], mask [T, E, H])`` → values ``[T, E, H]``."""
+SCALINGS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "std": center,
+    "garage_variance": center_by_variance,
+}
+"""``MAMLConfig.advantage_scaling`` → its centring function."""
+
+
 def process_episodes(
-    episodes: Episodes, discount: float, gae_lambda: float, center_advantages: bool = True
+    episodes: Episodes,
+    discount: float,
+    gae_lambda: float,
+    baseline: Baseline = fit_and_predict,
+    scaling: str = "std",
 ) -> Episodes:
-    """Fit the linear baseline per task, then fill ``episodes.advantages`` (GAE, optionally centred)."""
+    """Fill ``episodes.advantages``: GAE over ``baseline``'s values (by default the linear baseline fitted
+    per task to this round's returns), centred per task by ``scaling`` (a key of :data:`SCALINGS`)."""
     returns = discounted_returns(episodes.rewards, episodes.mask, discount)
-    values = fit_and_predict(episodes.observations, returns, episodes.mask)
+    values = baseline(episodes.observations, returns, episodes.mask)
     advantages = gae(episodes.rewards, values, episodes.mask, discount, gae_lambda)
-    if center_advantages:
-        advantages = center(advantages, episodes.mask)
+    advantages = SCALINGS[scaling](advantages, episodes.mask)
     return replace(episodes, advantages=advantages.detach())

@@ -7,6 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+BASELINES = ("linear", "garage_untrained_mlp")
+"""Valid values of :attr:`MAMLConfig.baseline` (the second is an ablation: garage's bug 1)."""
+ADVANTAGE_SCALINGS = ("std", "garage_variance")
+"""Valid values of :attr:`MAMLConfig.advantage_scaling` (the second is an ablation: garage's bug 3)."""
+OUTER_GRADIENTS = ("meta", "garage_adam_closure")
+"""Valid values of :attr:`AdamConfig.outer_gradient` (the second is an ablation: garage's bug 2)."""
+
 
 @dataclass(frozen=True)
 class MAMLConfig:
@@ -24,8 +31,13 @@ class MAMLConfig:
     """γ for returns and GAE."""
     gae_lambda: float = 1.0
     """λ of GAE; 1.0 makes the advantage the discounted return minus the baseline."""
-    center_advantages: bool = True
-    """Centre advantages per task by mean and standard deviation (garage divides by the variance: bug 3)."""
+    baseline: str = "linear"
+    """What advantages subtract: ``"linear"``, the linear feature baseline fitted per task and round
+    (:mod:`maml.baseline`); ``"garage_untrained_mlp"``, an ablation reproducing garage's bug 1: its (32, 32)
+    tanh Gaussian MLP value function at initialisation, never fitted (:mod:`maml.value_function`)."""
+    advantage_scaling: str = "std"
+    """How advantages are centred per task: ``"std"``, ``(A − mean) / (std + 1e-8)``; ``"garage_variance"``,
+    an ablation reproducing garage's bug 3, ``(A − mean) / (var + 1e-8)`` with torch's unbiased variance."""
 
     def __post_init__(self) -> None:
         if self.meta_batch_size < 1:
@@ -38,6 +50,13 @@ class MAMLConfig:
             raise ValueError(f"discount must be in (0, 1], got {self.discount}")
         if not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {', '.join(BASELINES)}; got {self.baseline!r}")
+        if self.advantage_scaling not in ADVANTAGE_SCALINGS:
+            raise ValueError(
+                f"advantage_scaling must be one of {', '.join(ADVANTAGE_SCALINGS)}; "
+                f"got {self.advantage_scaling!r}"
+            )
 
 
 HVP_METHODS = ("gauss_newton", "double_backward")
@@ -92,6 +111,10 @@ class AdamConfig:
     """Adam steps per meta-update, each re-adapting from the current θ (garage: 1)."""
     clip_range: float = 0.5
     """PPO only: ε of the clipped likelihood ratio (garage's ``lr_clip_range``)."""
+    outer_gradient: str = "meta"
+    """What Adam steps along: ``"meta"``, the meta-gradient; ``"garage_adam_closure"``, an ablation
+    reproducing garage's bug 2: ``Adam.step(closure)`` re-adapts every task inside the closure, which leaves
+    in ``.grad`` the last task's inner-loss gradient at θ on its pre-update episodes, and steps along that."""
 
     def __post_init__(self) -> None:
         if not self.outer_lr > 0:
@@ -100,3 +123,7 @@ class AdamConfig:
             raise ValueError(f"epochs must be ≥ 1, got {self.epochs}")
         if not self.clip_range > 0:
             raise ValueError(f"clip_range must be > 0, got {self.clip_range}")
+        if self.outer_gradient not in OUTER_GRADIENTS:
+            raise ValueError(
+                f"outer_gradient must be one of {', '.join(OUTER_GRADIENTS)}; got {self.outer_gradient!r}"
+            )

@@ -1,7 +1,8 @@
 """The per-task loop way of computing MAML (as garage does): a test oracle and benchmark reference only.
 
-Written independently of the batched path: one task at a time, a plain ``x @ W + b`` MLP, and
-``torch.distributions`` for log-densities and KL. Nothing in training calls this module.
+Written independently of the batched path: one task at a time, a plain ``x @ W + b`` MLP,
+``torch.distributions`` for log-densities and KL, and its own TRPO, PPO and VPG losses. Nothing in training
+calls this module.
 """
 
 from __future__ import annotations
@@ -109,10 +110,33 @@ def mean_entropy(theta: Params, batch: MetaBatch, inner_lr: float) -> Tensor:
     return torch.stack(entropies).mean()
 
 
-def _trpo_surrogate(log_prob_new: Tensor, log_prob_old: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+# The outer losses, written apart from maml.trpo, maml.ppo and maml.vpg so that the oracle shares no
+# loss with the code it checks. Each takes one task's valid samples, ``[1, n]`` → ``[1]``.
+
+
+def trpo_surrogate(log_prob_new: Tensor, log_prob_old: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
     """TRPO's loss ``−mean(π_new/π_old · A)`` over one task's valid samples: ``[1, n]`` → ``[1]``."""
     ratio = torch.exp(log_prob_new - log_prob_old)
     return -(ratio * advantages * mask).sum(-1) / mask.sum(-1)
+
+
+def vpg_surrogate(log_prob_new: Tensor, log_prob_old: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+    """VPG's loss ``−mean(log π_new · A)`` over one task's valid samples (``log_prob_old`` unused)."""
+    del log_prob_old
+    return -(log_prob_new * advantages * mask).sum(-1) / mask.sum(-1)
+
+
+def ppo_surrogate(clip_range: float) -> Surrogate:
+    """PPO's clipped loss in the form of OpenAI's Spinning Up, ``−mean(min(r·A, g(ε, A)))`` with
+    ``g(ε, A) = (1 + ε)·A`` for ``A ≥ 0`` and ``(1 − ε)·A`` for ``A < 0``: Schulman et al. 2017, eq. 7, whose
+    ``min(r·A, clip(r, 1 − ε, 1 + ε)·A)`` is ``r·A`` capped at ``g(ε, A)`` (``r = π_new / π_old``)."""
+
+    def surrogate(log_prob_new: Tensor, log_prob_old: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+        ratio = torch.exp(log_prob_new - log_prob_old)
+        bound = torch.where(advantages >= 0, (1.0 + clip_range) * advantages, (1.0 - clip_range) * advantages)
+        return -(torch.minimum(ratio * advantages, bound) * mask).sum(-1) / mask.sum(-1)
+
+    return surrogate
 
 
 def _flat(tensors) -> Tensor:
@@ -136,7 +160,7 @@ def trpo_step(
     """
     lr, first_order = maml_cfg.inner_lr, maml_cfg.first_order
     theta = {n: p.detach() for n, p in theta.items()}
-    surrogate = _trpo_surrogate
+    surrogate = trpo_surrogate
     grad = _flat(meta_gradient(theta, batch, surrogate, lr, first_order).values())
 
     def damped_hvp(v: Tensor) -> Tensor:

@@ -30,4 +30,12 @@ def ppo_step(
     theta: Params, optimizer: torch.optim.Optimizer, batch: MetaBatch, maml_cfg: MAMLConfig, cfg: AdamConfig
 ) -> dict[str, float]:
     """One MAML-PPO meta-update (``cfg.epochs`` Adam steps); θ is updated in place."""
-    return adam_outer_step(theta, optimizer, batch, maml_cfg, clipped_surrogate(cfg.clip_range), cfg.epochs)
+    return adam_outer_step(
+        theta,
+        optimizer,
+        batch,
+        maml_cfg,
+        clipped_surrogate(cfg.clip_range),
+        cfg.epochs,
+        outer_gradient=cfg.outer_gradient,
+    )

@@ -23,4 +23,6 @@ def vpg_step(
     theta: Params, optimizer: torch.optim.Optimizer, batch: MetaBatch, maml_cfg: MAMLConfig, cfg: AdamConfig
 ) -> dict[str, float]:
     """One MAML-VPG meta-update (``cfg.epochs`` Adam steps); θ is updated in place."""
-    return adam_outer_step(theta, optimizer, batch, maml_cfg, surrogate, cfg.epochs)
+    return adam_outer_step(
+        theta, optimizer, batch, maml_cfg, surrogate, cfg.epochs, outer_gradient=cfg.outer_gradient
+    )

@@ -10,6 +10,16 @@ import numpy as np
 import pandas as pd
 
 from bench import run_format as rf
+from bench.experiments import ConfigError, preset, to_dict
+
+
+def _garage_config(experiment: str, epochs: int) -> dict[str, object]:
+    """What the trainer writes for garage's example of ``experiment`` (every field), trained ``epochs``
+    epochs; an experiment outside the five (or its ablations) gets the epochs alone."""
+    try:
+        return to_dict(preset(experiment, "full")) | {"epochs": epochs}
+    except ConfigError:
+        return {"epochs": epochs}
 
 
 def progress(epochs: int, steps_per_epoch: float, columns: Mapping[str, object]) -> pd.DataFrame:
@@ -38,7 +48,7 @@ def write_run(
     folder.mkdir(parents=True, exist_ok=True)
     rows = 0 if table is None else len(table)
     total = rows if epochs_total is None else epochs_total
-    config = {"experiment": experiment, "profile": profile, "seed": seed, "epochs": total}
+    config = {"experiment": experiment, "profile": profile, "seed": seed, **_garage_config(experiment, total)}
     (folder / rf.CONFIG).write_text(json.dumps(config))
     record = {
         "status": status,

@@ -1,5 +1,8 @@
 """Returns, GAE, centring and the linear baseline against straightforward loops and closed forms."""
 
+from dataclasses import replace
+
+import numpy as np
 import torch
 
 from maml import baseline, policy
@@ -99,3 +102,58 @@ def test_process_episodes_centres_per_task():
     assert eps.advantages is None and out.advantages.shape == eps.rewards.shape
     masked = out.advantages * out.mask
     torch.testing.assert_close(masked.sum((1, 2)), torch.zeros(3, dtype=torch.float64), atol=1e-10, rtol=0)
+
+
+def _linear_feature_baseline(observations, returns, lengths):
+    """garage's LinearFeatureBaseline (shared/docs/garage-maml.md, bug 1) in numpy float64, for one task:
+    features ``[o, o², t/100, (t/100)², (t/100)³, 1]`` with ``o`` the observation clipped to ±10 and ``t`` the
+    step within its episode; ridge least squares ``(XᵀX + 1e-5·I) w = Xᵀy`` over the task's episodes. Returns
+    the fitted values, episode by episode."""
+    features = []
+    for obs, length in zip(observations, lengths, strict=True):
+        o = np.clip(obs[:length], -10, 10)
+        t = np.arange(length).reshape(-1, 1) / 100.0
+        features.append(np.concatenate([o, o**2, t, t**2, t**3, np.ones((length, 1))], axis=1))
+    x, y = np.concatenate(features), np.concatenate([r[:n] for r, n in zip(returns, lengths, strict=True)])
+    w = np.linalg.lstsq(x.T @ x + 1e-5 * np.eye(x.shape[1]), x.T @ y, rcond=None)[0]
+    return [f @ w for f in features]
+
+
+def test_advantages_are_returns_minus_the_linear_feature_baseline():
+    """With λ = 1, A = R − b: the discounted return minus the linear feature baseline fitted to this round's
+    returns per task; process_episodes then centres it per task, (A − mean) / (std + 1e-8) over the valid
+    steps. A zero (or constant) baseline fails: the fitted values vary with the observations and the time."""
+    theta = policy.init_params(3, 2, (4,), torch.Generator().manual_seed(0), dtype=torch.float64)
+    spec = SyntheticSpec(num_tasks=3, episodes=4, horizon=12)
+    eps = random_episodes(policy.broadcast(theta, 3), spec, torch.Generator().manual_seed(2))
+    # observations beyond the clip, and rewards that the features can partly explain
+    observations = eps.observations * torch.tensor([1.0, 1.0, 15.0], dtype=torch.float64)
+    rewards = (observations[..., 0] + 0.5 * eps.rewards) * eps.mask
+    eps = replace(eps, observations=observations, rewards=rewards)
+    assert (observations.abs() > 10).any()
+    lengths = eps.mask.sum(-1).long().numpy()
+    assert (lengths < spec.horizon).any()  # padded episodes
+    discount = 0.99
+
+    returns_minus_baseline = torch.zeros_like(rewards)
+    centred = torch.zeros_like(rewards)
+    for i in range(spec.num_tasks):
+        obs, rew = observations[i].numpy(), rewards[i].numpy()
+        returns = [
+            np.array([sum(discount ** (k - t) * rew[e, k] for k in range(t, n)) for t in range(n)])
+            for e, n in enumerate(lengths[i])
+        ]
+        values = _linear_feature_baseline(obs, returns, lengths[i])
+        assert np.concatenate(values).std() > 0.1  # far from a constant
+        advantages = [r - v for r, v in zip(returns, values, strict=True)]
+        flat = np.concatenate(advantages)
+        for e, n in enumerate(lengths[i]):
+            returns_minus_baseline[i, e, :n] = torch.from_numpy(advantages[e])
+            centred[i, e, :n] = torch.from_numpy((advantages[e] - flat.mean()) / (flat.std() + 1e-8))
+
+    values = baseline.fit_and_predict(observations, discounted_returns(rewards, eps.mask, discount), eps.mask)
+    before_centring = gae(rewards, values, eps.mask, discount, 1.0)
+    torch.testing.assert_close(before_centring, returns_minus_baseline, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(
+        process_episodes(eps, discount, 1.0).advantages, centred, rtol=1e-9, atol=1e-10
+    )

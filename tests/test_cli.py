@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pandas as pd
 import pytest
 
 from bench import run_format as rf
+from bench.cli import main
+from bench.runs import read_run
 
 TRPO = "maml_trpo_half_cheetah_dir"
 
@@ -160,7 +163,8 @@ def test_local_and_ray_executors_write_the_same_files(tmp_path):
         ]
         assert headers[0] == headers[1], "the same columns in the same order, whichever process wrote them"
     again = bench(*common, "--results", str(tmp_path / "local"))
-    assert again.stdout.count("already finished") == 2
+    assert "profile smoke: 2 already finished;" in again.stdout, "the header counts the runs to skip"
+    assert again.stdout.count("already finished (2 epochs), skipped") == 2
 
 
 def _epochs_done(run: Path) -> int:
@@ -170,7 +174,7 @@ def _epochs_done(run: Path) -> int:
         return 0
 
 
-def test_sigkill_mid_run_then_rerun_resumes_to_identical_results(tmp_path):
+def test_sigkill_mid_run_then_rerun_resumes_to_identical_results(tmp_path, capsys):
     args = ["run", TRPO, "--profile", "smoke", "--seeds", "0", "--no-progress", "--jobs", "1"]
     args += ["--set", "epochs=12", "--set", "max_episode_length=20", "--set", "evaluate_every_n_epochs=3"]
     bench(*args, "--results", str(tmp_path / "whole"))
@@ -191,12 +195,98 @@ def test_sigkill_mid_run_then_rerun_resumes_to_identical_results(tmp_path):
     done = _epochs_done(run)
     assert 3 <= done < 12, f"the kill should land mid-run, not after {done} epochs"
     assert json.loads((run / rf.MANIFEST).read_text())["status"] == rf.STATUS_RUNNING
+    assert read_run(run).stale, "running, but nobody holds it: the report says stale (no live holder)"
+    assert main(["list", "--runs", "--results", str(killed)]) == 0
+    assert f"smoke/{TRPO}/seed-0  stale (no live holder)  {done}/12 epochs" in capsys.readouterr().out
 
     result = bench(*args, "--results", str(killed))  # a worker still training would hold the folder's lock
-    assert "finished after 12 epochs" in result.stdout
+    resumed = re.search(rf"^resuming smoke/{TRPO}/seed-0 from epoch (\d+) \(of 12\)$", result.stdout, re.M)
+    assert resumed and int(resumed[1]) >= done, result.stdout  # ≥: the kill may follow a checkpoint's write
+    assert f"smoke/{TRPO}/seed-0: finished, 12 epochs (resumed at epoch {resumed[1]}) in" in result.stdout
     pd.testing.assert_frame_equal(progress(killed), progress(tmp_path / "whole"))
     header = (run / rf.PROGRESS).read_text().splitlines()[0]
     assert (
         header == (rf.run_dir(tmp_path / "whole", "smoke", TRPO, 0) / rf.PROGRESS).read_text().splitlines()[0]
     )
     assert not list(run.glob(".*.tmp")), "no temporary files are left behind"
+
+
+# --- the installed command --------------------------------------------------------------------------------
+def test_the_installed_command_prints_its_version_and_every_help_its_defaults(capsys):
+    """``pip install -e .`` installs ``maml-bench`` beside the interpreter; each command's help says what it
+    does and its defaults (profile, results folder)."""
+    from importlib.metadata import version
+
+    from bench.commands import DEFAULT_RESULTS
+
+    script = Path(sys.executable).parent / "maml-bench"
+    assert script.is_file(), "reinstall: pip install -c constraints.txt -e ."
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == f"maml-bench {version('maml-bench')}"
+    result = subprocess.run([script, "run", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("usage: maml-bench run")
+    expected = {
+        "run": ["Train the named experiments over seeds", "(default: quick)"],
+        "reproduce": ["The main job: train all five experiments", "(default: quick)"],
+        "report": ["Read every run folder under RESULTS/runs"],
+        "list": ["List the experiments, profiles and their settings", "(default: all)"],
+    }
+    for command, phrases in expected.items():
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines to the terminal's width
+        assert exit_.value.code == 0 and text.startswith(f"usage: maml-bench {command}")
+        for phrase in [*phrases, f"(default: {DEFAULT_RESULTS})"]:
+            assert phrase in text, f"{command} --help lacks {phrase!r}"
+
+
+# --- signals and concurrent commands ----------------------------------------------------------------------
+def test_sigterm_to_the_command_alone_stops_its_run_at_once_and_a_rerun_resumes(tmp_path):
+    """As a scheduler or ``kill`` does: the signal reaches the CLI only; the CLI passes it on, the run stops
+    within seconds keeping its checkpoint, the manifest says so, and a rerun ends as an uninterrupted run."""
+    from bench.executors import plan
+    from bench.experiments import apply_overrides, preset
+    from bench.trainer import Trainer
+
+    epochs, name = 10, f"smoke/{TRPO}/seed-0"
+    args = [*SMOKE, "--seeds", "0", "--set", f"epochs={epochs}", "--results", str(tmp_path / "stopped")]
+    config = apply_overrides(preset(TRPO, "smoke"), [f"epochs={epochs}"])
+    Trainer(plan([(TRPO, config)], "smoke", [0], tmp_path / "whole")[0]).run()  # as the CLI plans it
+    run = rf.run_dir(tmp_path / "stopped", "smoke", TRPO, 0)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while _epochs_done(run) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sent = time.monotonic()
+    os.kill(process.pid, signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    seconds = time.monotonic() - sent
+    assert process.returncode == 128 + signal.SIGTERM, out + err
+    assert seconds < 10, f"{seconds:.1f} s from SIGTERM to exit"
+    manifest = json.loads((run / rf.MANIFEST).read_text())
+    done = manifest["epochs_completed"]
+    assert manifest["status"] == rf.STATUS_INTERRUPTED and 2 <= done < epochs, manifest
+    kept = f"interrupted at epoch {done}/{epochs}; checkpoint of epoch {done} kept"
+    assert manifest["error"] == f"{kept}; rerun the same command to resume"
+    assert f"{name}: {kept}; rerun the same command to resume" in out
+    assert "0 runs done, 0 failed, 1 interrupted" in out and "stopped by SIGTERM" in err
+
+    result = bench(*args)
+    assert f"resuming {name} from epoch {done} (of {epochs})" in result.stdout
+    pd.testing.assert_frame_equal(progress(tmp_path / "stopped"), progress(tmp_path / "whole"))
+
+
+def test_two_commands_started_together_on_one_folder_one_trains_the_other_exits_2(tmp_path):
+    command = [sys.executable, "-m", "bench", *SMOKE, "--seeds", "0", "--set", "epochs=1"]
+    command += ["--results", str(tmp_path)]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    results = [(p, *p.communicate(timeout=300)) for p in processes]
+    assert sorted(p.returncode for p, _, _ in results) == [0, 2], results
+    (_, trained, _), (_, refused_out, refused_err) = sorted(results, key=lambda r: r[0].returncode)
+    assert "1 runs done, 0 failed" in trained
+    assert refused_out == "", "the refused command starts nothing"
+    assert refused_err.count("error:") == 1 and "is in use by another command, process" in refused_err

@@ -148,8 +148,10 @@ def test_resume_from_checkpoint_equals_uninterrupted(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         Trainer(part, on_epoch=stop_after_two).run()
     manifest = json.loads((part.path / rf.MANIFEST).read_text())
-    assert manifest["status"] == rf.STATUS_FAILED and manifest["error"] == "interrupted"
-    assert manifest["epochs_completed"] == 2
+    assert manifest["status"] == rf.STATUS_INTERRUPTED and manifest["epochs_completed"] == 2
+    assert manifest["error"] == (
+        "interrupted at epoch 2/4; checkpoint of epoch 2 kept; rerun the same command to resume"
+    )
     # a torn, half-written row after the checkpoint must not survive the resume
     with (part.path / rf.PROGRESS).open("a") as handle:
         handle.write("3.0,0.5,")

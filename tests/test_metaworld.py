@@ -562,11 +562,17 @@ def test_ctrl_c_stops_the_workers(tmp_path):
 
 
 # --- the harness end to end ------------------------------------------------------------------------------
-def test_harness_smoke_ml1_push_and_ml10(tmp_path):
+TEST_TASKS = 7
+"""Meta-test tasks in the harness smoke run: of ML10's 5 test classes 2 get 2 tasks and 3 get 1, so that the
+overall figure is the episode-weighted mean of the per-class ones, not their plain mean."""
+OVERALL_TEST = {"AverageReturn": rf.TEST_RETURN, "SuccessRate": rf.TEST_SUCCESS}
+
+
+def test_harness_smoke_ml1_push_and_ml10(tmp_path, ml10):
     experiments = ("maml_trpo_metaworld_ml1_push", "maml_trpo_metaworld_ml10")
     result = subprocess.run(
         [sys.executable, "-m", "bench", "run", *experiments, "--profile", "smoke", "--seeds", "0",
-         "--results", str(tmp_path), "--no-progress"],
+         "--set", f"test_tasks={TEST_TASKS}", "--results", str(tmp_path), "--no-progress"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -584,3 +590,22 @@ def test_harness_smoke_ml1_push_and_ml10(tmp_path):
         assert progress[[rf.class_key(n, "SuccessRate") for n in trained]].notna().all().all()
         config = preset(experiment, "smoke")
         assert progress[rf.TOTAL_ENV_STEPS].iloc[-1] == 2 * config.env_steps_per_epoch()
+
+    # ML10 writes every class's columns every epoch, NaN where no task of the class ran: training runs the
+    # 10 train classes, meta-test the 5 test classes (the trainer's test tasks, drawn from seed 0's stream)
+    progress = pd.read_csv(rf.run_dir(tmp_path, "smoke", experiments[1], 0) / rf.PROGRESS)
+    rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(bench.trainer.TEST_TASK_STREAM,)))
+    tasks_per_class = Counter(t.class_name for t in mwt.pick_test_tasks(ml10, rng, TEST_TASKS))
+    assert sorted(tasks_per_class.values()) == [1, 1, 1, 2, 2] and set(tasks_per_class) == set(ML10_TEST)
+    test_episodes = preset(experiments[1], "smoke").test_episodes
+    episodes = np.array([tasks_per_class[n] * test_episodes for n in ML10_TEST], dtype=float)
+    for metric, overall in OVERALL_TEST.items():
+        assert progress[[rf.class_key(n, metric) for n in ML10_TRAIN]].notna().all().all()
+        assert progress[[rf.class_key(n, metric) for n in ML10_TEST]].isna().all().all()
+        assert progress[[rf.class_key(n, metric, True) for n in ML10_TRAIN]].isna().all().all()
+        per_class = progress[[rf.class_key(n, metric, True) for n in ML10_TEST]].to_numpy()
+        assert np.isfinite(per_class).all()
+        weighted = per_class @ episodes / episodes.sum()
+        np.testing.assert_allclose(weighted, progress[overall], rtol=1e-12, atol=1e-12)
+        if metric == "AverageReturn":  # the weights matter: the plain mean of the classes is another number
+            assert not np.allclose(per_class.mean(axis=1), progress[overall])

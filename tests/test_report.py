@@ -29,7 +29,6 @@ from bench.verdicts import (
     LEARNED,
     MIN_SEEDS,
     NO_DATA,
-    NO_REFERENCE,
     NOT_LEARNED,
     OFF_PROTOCOL,
     REPRODUCED,
@@ -233,7 +232,7 @@ def test_partial_runs_are_labelled_and_not_averaged_with_complete_ones(tmp_path,
     runs = tables.runs.set_index("seed")
     assert runs["partial"].tolist() == [False, False, True, True, True]
     assert runs["used"].tolist() == [True, True, False, False, False]
-    assert runs.loc[2, "partial_reason"] == "status running, 40/300 epochs"
+    assert runs.loc[2, "partial_reason"] == "status running, stale (no live holder), 40/300 epochs"
     assert runs.loc[3, "partial_reason"] == "status failed, 12/300 epochs: NonFiniteError: NaN in the policy"
     assert "no epoch logged yet" in runs.loc[4, "notes"]
     primary = row(tables, "table1-meta-test")
@@ -254,7 +253,7 @@ def test_only_partial_runs_are_compared_and_labelled_budget_short(tmp_path, publ
     primary = row(tables_for(tmp_path, published), "table1-meta-test")
     assert primary["verdict"] == BUDGET_SHORT and primary["runs_used"] == "2 partial (no complete run)"
     assert primary["note"].startswith("only partial runs; runs end after 30/300 epochs")
-    assert "there: reproduced" in primary["note"]
+    assert "there: inside the band" in primary["note"]
 
 
 # --- verdicts -------------------------------------------------------------------------------------------
@@ -351,7 +350,7 @@ def test_short_runs_are_budget_short_and_say_where_they_stand(tmp_path, publishe
     promp = row(tables_for(tmp_path, published), "promp-maml")
     assert promp["verdict"] == BUDGET_SHORT and promp["epochs_done"] == 100
     assert promp["compare_x"] == 1.6e7 and promp["ref_y"] == pytest.approx(147 + 30 * 0.6)
-    assert "runs end after 100/300 epochs" in promp["note"] and "there: above" in promp["note"]
+    assert "runs end after 100/300 epochs" in promp["note"] and "there: above the band" in promp["note"]
 
 
 def test_runs_that_end_before_the_reference_starts_have_no_reference_value(tmp_path, published):
@@ -365,7 +364,8 @@ def test_runs_that_end_before_the_reference_starts_have_no_reference_value(tmp_p
         profile="smoke",
     )
     tables = tables_for(tmp_path, published)
-    assert row(tables, "none-published")["verdict"] == NO_REFERENCE
+    rllib = row(tables, "rllib-proxy")  # a number without x: compared at our end, budget-short here
+    assert rllib["verdict"] == BUDGET_SHORT and rllib["ref_y"] == 262.0 and rllib["proxy"]
     proxy = row(tables, "promp-proxy")
     assert proxy["verdict"] == BUDGET_SHORT and np.isnan(proxy["ref_y"]) and proxy["proxy"]
     assert "no common x" in proxy["note"] and "1 seed: no confidence interval" in proxy["note"]
@@ -401,7 +401,10 @@ def test_runs_off_garages_config_get_no_verdict_and_the_note_names_the_fields(tm
         (folder / rf.CONFIG).write_text(json.dumps(config | {"inner_lr": 0.05, "device": "cuda"}))
     result = row(tables_for(tmp_path, _flat_reference(100.0), {HCD: (_flat_comparison(),)}), "flat")
     assert result["verdict"] == OFF_PROTOCOL
-    assert "inner_lr=0.05 (garage's example: 0.1)" in result["note"] and "there: reproduced" in result["note"]
+    assert (
+        "inner_lr=0.05 (garage's example: 0.1)" in result["note"]
+        and "there: inside the band" in result["note"]
+    )
     assert "device" not in result["note"]  # the device changes no result beyond rounding
 
 
@@ -420,7 +423,7 @@ def test_a_verdict_needs_enough_seeds(tmp_path, seeds, expected):
     result = row(tables_for(tmp_path, _flat_reference(100.0), {HCD: (_flat_comparison(),)}), "flat")
     assert result["verdict"] == expected
     if expected == TOO_FEW_SEEDS:
-        assert f"{seeds} seed(s), a verdict needs ≥ {MIN_SEEDS}; there: reproduced" in result["note"]
+        assert f"{seeds} seed(s), a verdict needs ≥ {MIN_SEEDS}; there: inside the band" in result["note"]
 
 
 @pytest.mark.parametrize(
@@ -613,19 +616,11 @@ def test_cli_prints_the_verdict_table_and_the_report_path(tmp_path):
     done = _cli(tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == [
-        "experiment",
-        "profile",
-        "comparison",
-        "budget",
-        "at",
-        "seeds",
-        "ours",
-        "reference",
-        "learned",
-        "verdict",
-    ]
-    assert any(HCD in line and "promp-maml" in line and line.endswith(REPRODUCED) for line in lines)
+    assert lines[0].split() == ["comparison", "ours", "reference", "learned", "verdict"]
+    assert lines[1] == f"{HCD} (full): 300/300 epochs, 3 seed(s)"
+    assert any(line.startswith("* promp-maml") and line.endswith(REPRODUCED) for line in lines)
+    assert any(line.startswith("* the experiment's primary comparison") for line in lines), "* is explained"
+    assert max(len(line) for line in lines) <= 100
     assert lines[-1] == f"report: {tmp_path / 'REPORT.md'}" and (tmp_path / "REPORT.md").is_file()
 
 

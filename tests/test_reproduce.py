@@ -26,7 +26,7 @@ def test_reproduce_smoke_trains_all_five_and_writes_the_report(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 runs done, 0 failed" in result.stdout
     for experiment in EXPERIMENTS:
-        assert f"smoke/{experiment}/seed-0: finished after 2 epochs" in result.stdout
+        assert f"smoke/{experiment}/seed-0: finished, 2 epochs in" in result.stdout
         assert experiment in result.stdout.split("5 runs done")[1], "the verdict table lists every experiment"
     assert f"report: {tmp_path / 'REPORT.md'}" in result.stdout
     assert (tmp_path / "REPORT.md").stat().st_size > 0 and (tmp_path / "summary.csv").exists()
