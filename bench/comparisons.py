@@ -90,6 +90,8 @@ class ContextCurve:
     reference: str
     y_scale: float = 1.0
     note: str = ""
+    """Printed after the series' label in the figure's legend: its scale, and what it is where that is not
+    obvious on this experiment's figure (Finn's MAML-TRPO on MAML-PPO's)."""
 
 
 # --- tolerance reasons --------------------------------------------------------------------------------
@@ -316,12 +318,14 @@ COMPARISONS: dict[str, tuple[Comparison, ...]] = {
 }
 
 _FINN_BASELINES = tuple(
-    ContextCurve(f"finn2017_fig5_{name}", y_scale=0.5, note="×0.5 for H=100")
+    ContextCurve(f"finn2017_fig5_{name}", y_scale=0.5, note="×0.5 for our 100-step episodes")
     for name in ("pretrained", "random", "oracle")
 )
 CONTEXT: dict[str, tuple[ContextCurve, ...]] = {
     "maml_ppo_half_cheetah_dir": (
-        ContextCurve("finn2017_fig5_maml", y_scale=0.5, note="MAML-TRPO, ×0.5 for H=100"),
+        ContextCurve(
+            "finn2017_fig5_maml", y_scale=0.5, note="MAML-TRPO, not MAML-PPO; ×0.5 for our 100-step episodes"
+        ),
         *_FINN_BASELINES,
     ),
     "maml_trpo_half_cheetah_dir": _FINN_BASELINES,

@@ -314,6 +314,17 @@ def _to_steps(x: np.ndarray, epochs: np.ndarray, steps: np.ndarray) -> np.ndarra
     return np.where(x <= epochs[-1], np.interp(x, epochs, steps), (x + 1) * per_epoch)
 
 
+def reference_label(published: pd.DataFrame, comparison: Comparison) -> str:
+    """A reference's legend label: the published series, its scale into our units, what our runs are
+    compared with (where that is not the plotted mean) and what its shading is."""
+    label = pub.describe(published, comparison.reference)["label"]
+    label += f" ×{comparison.y_scale:g}" if comparison.y_scale not in (1.0, 0.01) else ""
+    what = "mean of per-run max over training; " if comparison.statistic == "max" else ""
+    if comparison.kind == "band":
+        return label + f" ({what}shaded: verdict band ±{comparison.tolerance:g})"
+    return label + f" ({what}floor; shaded: verdict floor, {comparison.tolerance:g} below)"
+
+
 def figure_inputs(
     experiment_curves: pd.DataFrame,
     comparisons: tuple[Comparison, ...],
@@ -322,18 +333,22 @@ def figure_inputs(
     """The tables ``plots.curves_figure`` draws for one experiment: our lines and the references.
 
     Panels are the compared metrics (not adapt-step ones) in declaration order; each panel shows our
-    metric and its pre-adaptation counterpart, and every reference compared on that metric with the band
-    its verdict uses (``low``, ``high``: ``y ± tolerance``, or ``y − tolerance`` up to ``y`` for a floor). A
-    reference matched on epochs is drawn at our env steps of those epochs; ``y_scale`` is applied.
+    metric (``stage`` ``post``) and its pre-adaptation counterpart (``pre``), labelled alike in every panel,
+    and every reference compared on that metric with the band its verdict uses (``low``, ``high``:
+    ``y ± tolerance``, or ``y − tolerance`` up to ``y`` for a floor), clipped to the values the metric can
+    take (a success rate's band stops at 0 and 1). A reference matched on epochs is drawn at our env steps
+    of those epochs; ``y_scale`` is applied.
     """
     panels = list(dict.fromkeys(c.metric for c in comparisons if c.match != "adapt_steps"))
     epochs, steps = _epochs_to_steps(experiment_curves)
     ours, refs = [], []
     for panel in panels:
-        for metric, suffix in ((panel, "ours"), (PRE_ADAPTATION.get(panel), "ours, pre-adaptation")):
+        for metric, stage in ((panel, "post"), (PRE_ADAPTATION.get(panel), "pre")):
             rows = experiment_curves[experiment_curves["metric"] == metric]
             if metric is not None and not rows.empty:
-                ours.append(rows.assign(panel=panel, line=f"{suffix}: {metric} (mean, 95 % t-CI)"))
+                line = f"ours, {stage}-adaptation ({plots.CI_WORDS})"
+                ours.append(rows.assign(panel=panel, line=line, stage=stage))
+        bounds = rf.value_range(panel) or (-np.inf, np.inf)
         for c in comparisons:
             if c.metric != panel or c.reference is None or c.match == "adapt_steps":
                 continue
@@ -341,15 +356,21 @@ def figure_inputs(
             x = series["x"].to_numpy(float)
             if c.match == "epochs" and not np.isnan(x).all():
                 x = _to_steps(x, epochs, steps)
-            label = pub.describe(published, c.reference)["label"]
-            label += f" ×{c.y_scale:g}" if c.y_scale not in (1.0, 0.01) else ""
             y = series["y"] * c.y_scale
             low, high = (y - c.tolerance, y + c.tolerance) if c.kind == "band" else (y - c.tolerance, y)
-            label += f" (band ±{c.tolerance:g})" if c.kind == "band" else f" (floor: −{c.tolerance:g})"
             refs.append(
-                pd.DataFrame({"panel": panel, "label": label, "x": x, "y": y, "low": low, "high": high})
+                pd.DataFrame(
+                    {
+                        "panel": panel,
+                        "label": reference_label(published, c),
+                        "x": x,
+                        "y": y,
+                        "low": low.clip(*bounds),
+                        "high": high.clip(*bounds),
+                    }
+                )
             )
-    ours_columns = ["panel", "line", rf.TOTAL_ENV_STEPS, "mean", "ci_low", "ci_high"]
+    ours_columns = ["panel", "line", "stage", rf.TOTAL_ENV_STEPS, "mean", "ci_low", "ci_high"]
     ref_columns = ["panel", "label", "x", "y", "low", "high"]
     return (
         pd.concat(ours, ignore_index=True)[ours_columns] if ours else pd.DataFrame(columns=ours_columns),
@@ -361,15 +382,33 @@ def adapt_references(
     comparisons: tuple[Comparison, ...], context: tuple[ContextCurve, ...], published: pd.DataFrame
 ) -> pd.DataFrame:
     """Published per-adaptation-step values for one experiment (compared ones, then context), scaled to
-    our units: columns ``label, x, y``."""
-    items = [(c.reference, c.y_scale) for c in comparisons if c.match == "adapt_steps" and c.reference]
-    items += [(c.reference, c.y_scale) for c in context]
+    our units: columns ``label, x, y, low, high`` (``low``, ``high``: the verdict's band at the compared k,
+    NaN elsewhere). A compared series' label names its k and band; a context series' label carries its
+    note (e.g. that it is MAML-TRPO on a MAML-PPO figure)."""
     frames = []
-    for reference, scale in items:
-        series = pub.curve(published, reference)
-        label = pub.describe(published, reference)["label"] + (f" ×{scale:g}" if scale != 1.0 else "")
-        frames.append(pd.DataFrame({"label": label, "x": series["x"], "y": series["y"] * scale}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["label", "x", "y"])
+    for c in comparisons:
+        if c.match != "adapt_steps" or not c.reference:
+            continue
+        series = pub.curve(published, c.reference)
+        y = series["y"] * c.y_scale
+        at_k = series["x"] == c.adapt_step
+        label = pub.describe(published, c.reference)["label"] + (
+            f" ×{c.y_scale:g}" if c.y_scale != 1.0 else ""
+        )
+        label += f" (compared at k={c.adapt_step}: verdict band ±{c.tolerance:g})"
+        low, high = (y - c.tolerance).where(at_k), (y + c.tolerance).where(at_k)
+        frames.append(pd.DataFrame({"label": label, "x": series["x"], "y": y, "low": low, "high": high}))
+    for c in context:
+        series = pub.curve(published, c.reference)
+        label = pub.describe(published, c.reference)["label"]
+        label += f" ({c.note}; context, no verdict)" if c.note else " (context, no verdict)"
+        frames.append(pd.DataFrame({"label": label, "x": series["x"], "y": series["y"] * c.y_scale}))
+    columns = ["label", "x", "y", "low", "high"]
+    return (
+        pd.concat(frames, ignore_index=True).reindex(columns=columns)
+        if frames
+        else pd.DataFrame(columns=columns)
+    )
 
 
 def _select(table: pd.DataFrame, profile: str, experiment: str) -> pd.DataFrame:
@@ -528,6 +567,34 @@ VERDICT_LEGEND = (
 )
 
 
+FIGURE_CAPTIONS = {
+    "curves": (
+        "learning curves",
+        "_Solid: ours after adaptation; dashed: ours before it (mean across seeds, shaded 95 % t-CI). "
+        "Dash-dotted: published curves (those matched on epochs drawn at our env steps per epoch); dotted: "
+        "single published numbers; their shading is the verdict's band or floor, within the metric's range. "
+        "A reference with nothing inside our x range is named under the legend._",
+    ),
+    "adapt_steps": (
+        "return after k adaptation steps",
+        "_Ours: meta-test return after k adaptation steps at the end of training, mean across seeds with "
+        "shaded 95 % t-CI. Published values scaled to our episode length; the compared k carries its "
+        "verdict band as an error bar; context curves get no verdict._",
+    ),
+    "per_class": (
+        "meta-test success per class",
+        f"_Bars: `final` (per seed the mean of its last {FINAL_WINDOW} epochs) and the maximum over "
+        "training, the value printed above; error bars: 95 % t-CI across seeds (none with one seed). Each "
+        "seed draws its own test tasks, so the seeds per class can differ._",
+    ),
+    "ablations": (
+        "ablations",
+        "_Solid: our fixed runs; dash-dotted: each ablation; mean across seeds with shaded 95 % t-CI._",
+    ),
+}
+"""Per figure kind: the image's alt text and the caption REPORT.md prints under it."""
+
+
 def _comparison_lines(r: tuple) -> list[str]:
     """REPORT.md's bullet for one summary row (a namedtuple of ``SUMMARY_COLUMNS``)."""
     primary = " (primary)" if r.primary else ""
@@ -583,7 +650,13 @@ def _ablation_lines(
     ]  # fmt: skip
     for key, path in figure_files.items():
         if key[2] == "ablations":
-            lines += ["", f"![{key[1]} {key[0]} ablations]({path.relative_to(root).as_posix()})"]
+            alt = f"{key[1]} ({key[0]}): {FIGURE_CAPTIONS['ablations'][0]}"
+            lines += [
+                "",
+                f"![{alt}]({path.relative_to(root).as_posix()})",
+                "",
+                FIGURE_CAPTIONS["ablations"][1],
+            ]
     return lines
 
 
@@ -648,11 +721,11 @@ def render_markdown(
         lines += ["", f"## {experiment} ({profile})", ""]
         for r in rows.itertuples(index=False):
             lines += _comparison_lines(r)
-        lines.append("")
         for kind in ("curves", "adapt_steps", "per_class"):
             path = figure_files.get((profile, experiment, kind))
             if path is not None:
-                lines.append(f"![{experiment} {profile} {kind}]({path.relative_to(root).as_posix()})")
+                alt = f"{experiment} ({profile}): {FIGURE_CAPTIONS[kind][0]}"
+                lines += ["", f"![{alt}]({path.relative_to(root).as_posix()})", "", FIGURE_CAPTIONS[kind][1]]
     return "\n".join(lines) + "\n"
 
 

@@ -546,7 +546,11 @@ def test_per_class_and_adapt_step_figures_draw_every_input():
     refs = pd.DataFrame({"label": ["a"] * 4 + ["oracle"], "x": [0, 1, 2, 3, np.nan], "y": [1.0, 2, 3, 4, 9]})
     (ax,) = plots.adapt_steps_figure(ours, refs, "test").axes
     assert _data_lines(ax) == 3
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ours (mean, 95 % t-CI)", "a", "oracle"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "ours (mean, 95 % t-CI across seeds)",
+        "a",
+        "oracle",
+    ]
 
 
 def test_figure_inputs_hold_our_lines_and_every_compared_reference(tmp_path, published):
@@ -557,8 +561,8 @@ def test_figure_inputs_hold_our_lines_and_every_compared_reference(tmp_path, pub
     ours, refs = figure_inputs(tables.curves, COMPARISONS[HCD], published)
     assert ours["line"].nunique() == 2 and len(ours) == 2 * 20  # post- and pre-adaptation, 20 epochs each
     assert list(refs["label"].unique()) == [
-        "ProMP paper Fig. 2: MAML (TRPO) (band ±50)",
-        "learn2learn maml_trpo.py: 1 step (band ±90)",
+        "ProMP paper Fig. 2: MAML (TRPO) (shaded: verdict band ±50)",
+        "learn2learn maml_trpo.py: 1 step (shaded: verdict band ±90)",
     ]
     np.testing.assert_allclose(
         refs["high"] - refs["low"], np.where(refs["label"].str.startswith("ProMP"), 100, 180)
