@@ -20,6 +20,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+DEFAULT_RESULTS = Path("out")
+"""Where runs and reports go unless ``--results`` says otherwise: a git-ignored folder, so that a user's
+runs never touch the committed record in ``results/`` (written only when asked for: ``--results results``)."""
+
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
 PROGRESS = "progress.csv"

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench import run_format as rf
-from bench.experiments import ConfigError, preset, to_dict
+from bench.run.experiments import ConfigError, preset, to_dict
 
 
 def _garage_config(experiment: str, epochs: int) -> dict[str, object]:

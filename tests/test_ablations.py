@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from bench import run_format as rf
-from bench.ablations import ABLATIONS, split
-from bench.experiments import ConfigError, ExperimentConfig, preset
-from bench.families import make_family
-from bench.trainer import RunFolderConflict, RunSpec, Trainer, check_run_folder, make_baseline
+from bench.run.ablations import ABLATIONS, split
+from bench.run.experiments import ConfigError, ExperimentConfig, preset
+from bench.run.families import make_family
+from bench.run.trainer import RunFolderConflict, RunSpec, Trainer, check_run_folder, make_baseline
 from maml import adam_outer, meta, policy, value_function
 from maml.advantages import center_by_variance, process_episodes
 from maml.config import AdamConfig, MAMLConfig
@@ -260,7 +260,7 @@ def test_a_run_folder_written_before_the_ablation_fields_existed_resumes(tmp_pat
 def test_welch_interval_equals_scipys_welch_t_test():
     from scipy import stats as sps
 
-    from bench.stats import welch_interval
+    from bench.report.stats import welch_interval
 
     a, b = np.array([1.0, 2.0, 3.5]), np.array([4.0, 6.0, 8.0, 9.5])
     diff, low, high = welch_interval(a, b)
@@ -271,9 +271,9 @@ def test_welch_interval_equals_scipys_welch_t_test():
 
 
 def test_report_puts_ablations_beside_their_fixed_runs_and_never_gives_them_a_verdict(tmp_path):
-    from bench import published as pub
-    from bench.report import build_tables, make_figures, render_markdown
-    from bench.runs import load_runs
+    from bench.report import published as pub
+    from bench.report.generate import build_tables, make_figures, render_markdown
+    from bench.report.runs import load_runs
     from tests.synthetic_runs import write_run, write_seeds
 
     fixed, ablated = [100.0, 110.0, 120.0, 130.0], [50.0, 60.0, 70.0]

@@ -16,7 +16,7 @@ import pytest
 
 from bench import run_format as rf
 from bench.cli import main
-from bench.runs import read_run
+from bench.report.runs import read_run
 
 TRPO = "maml_trpo_half_cheetah_dir"
 
@@ -217,7 +217,7 @@ def test_the_installed_command_prints_its_version_and_every_help_its_defaults(ca
     does and its defaults (profile, results folder)."""
     from importlib.metadata import version
 
-    from bench.commands import DEFAULT_RESULTS
+    from bench.run_format import DEFAULT_RESULTS
 
     script = Path(sys.executable).parent / "maml-bench"
     assert script.is_file(), "reinstall: pip install -c constraints.txt -e ."
@@ -244,9 +244,9 @@ def test_the_installed_command_prints_its_version_and_every_help_its_defaults(ca
 def test_sigterm_to_the_command_alone_stops_its_run_at_once_and_a_rerun_resumes(tmp_path):
     """As a scheduler or ``kill`` does: the signal reaches the CLI only; the CLI passes it on, the run stops
     within seconds keeping its checkpoint, the manifest says so, and a rerun ends as an uninterrupted run."""
-    from bench.executors import plan
-    from bench.experiments import apply_overrides, preset
-    from bench.trainer import Trainer
+    from bench.run.executors import plan
+    from bench.run.experiments import apply_overrides, preset
+    from bench.run.trainer import Trainer
 
     epochs, name = 10, f"smoke/{TRPO}/seed-0"
     args = [*SMOKE, "--seeds", "0", "--set", f"epochs={epochs}", "--results", str(tmp_path / "stopped")]

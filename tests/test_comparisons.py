@@ -1,4 +1,4 @@
-"""The declared comparisons (bench/comparisons.py) against the published data (results/published)."""
+"""The declared comparisons (bench/report/comparisons.py) against the published data (results/published)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import csv
 import numpy as np
 import pytest
 
-from bench import published as pub
 from bench import run_format as rf
-from bench.comparisons import COMPARISONS, CONTEXT, EXPERIMENTS, Comparison
-from bench.experiments import FULL
+from bench.report import published as pub
+from bench.report.comparisons import COMPARISONS, CONTEXT, EXPERIMENTS, Comparison
+from bench.run.experiments import FULL
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,14 @@ import pandas as pd
 import pytest
 from synthetic_runs import progress, write_run
 
-from bench import files, interrupts
+from bench import files
 from bench import run_format as rf
-from bench.cli import WIDTH, verdict_text
-from bench.executors import Console, cumulative_work, duration, epoch_work
-from bench.experiments import preset
-from bench.runs import STALE, liveness, read_run
-from bench.trainer import RunSpec
+from bench.report.commands import WIDTH, verdict_text
+from bench.report.runs import STALE, liveness, read_run
+from bench.run import interrupts
+from bench.run.executors import Console, cumulative_work, duration, epoch_work
+from bench.run.experiments import preset
+from bench.run.trainer import RunSpec
 
 TRPO = "maml_trpo_half_cheetah_dir"
 ML45 = "maml_trpo_metaworld_ml45"
@@ -147,7 +148,7 @@ def test_a_running_run_that_nobody_holds_is_stale(tmp_path):
 
 @pytest.fixture
 def stop_handlers(monkeypatch):
-    """bench.interrupts' handlers installed in this process for one test, then the previous ones back."""
+    """bench.run.interrupts' handlers installed in this process for one test, then the previous ones back."""
     previous = {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS}
     monkeypatch.setattr(interrupts, "_received", None)
     interrupts.install()

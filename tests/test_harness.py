@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from bench import run_format as rf
-from bench.experiments import EXPERIMENTS, ConfigError, apply_overrides, from_dict, preset, to_dict
-from bench.trainer import NonFiniteError, RunSpec, Trainer
+from bench.run.experiments import EXPERIMENTS, ConfigError, apply_overrides, from_dict, preset, to_dict
+from bench.run.trainer import NonFiniteError, RunSpec, Trainer
 
 TRPO = "maml_trpo_half_cheetah_dir"
 PPO = "maml_ppo_half_cheetah_dir"

@@ -27,11 +27,11 @@ import torch
 from metaworld.policies import SawyerPickPlaceV3Policy, SawyerPushV3Policy
 from metaworld.sawyer_xyz_env import SawyerXYZEnv
 
-import bench.trainer
+import bench.run.trainer
 from bench import run_format as rf
-from bench.experiments import ConfigError, preset
-from bench.families import MetaWorldFamily, make_family
-from bench.trainer import RunSpec, Trainer
+from bench.run.experiments import ConfigError, preset
+from bench.run.families import MetaWorldFamily, make_family
+from bench.run.trainer import RunSpec, Trainer
 from maml import cache, policy
 from maml.envs import metaworld_tasks as mwt
 from maml.envs.metaworld_pool import (
@@ -443,7 +443,7 @@ def test_scripted_push_succeeds_with_exact_counts(ml1, pool2):
 
 @pytest.mark.filterwarnings(SCRIPTED_WARNING)
 def test_meta_test_protocol_with_scripted_push(ml1, pool2, monkeypatch, tmp_path):
-    """bench.trainer's meta-test, adaptation disabled, with Meta-World's scripted push policy."""
+    """bench.run.trainer's meta-test, adaptation disabled, with Meta-World's scripted push policy."""
     config = replace(
         preset("maml_trpo_metaworld_ml1_push", "smoke"),
         max_episode_length=100,
@@ -456,9 +456,9 @@ def test_meta_test_protocol_with_scripted_push(ml1, pool2, monkeypatch, tmp_path
     theta = policy.init_params(OBS_DIM, ACT_DIM, config.hidden_sizes, torch.Generator().manual_seed(0))
     theta["log_std"].fill_(-20.0)
     monkeypatch.setattr(
-        bench.trainer, "sample_in_waves", partial(sample_in_waves, mean_action_fn=scripted_push)
+        bench.run.trainer, "sample_in_waves", partial(sample_in_waves, mean_action_fn=scripted_push)
     )
-    monkeypatch.setattr(bench.trainer.meta, "inner_step", lambda params, *args, **kwargs: params)
+    monkeypatch.setattr(bench.run.trainer.meta, "inner_step", lambda params, *args, **kwargs: params)
     before = pool2.episodes["push-v3"]
     row = trainer._meta_test(family, tasks, (pool2, pool2), theta, epoch=0)
     # 4 tasks × (2 adaptation episodes before and after the (disabled) step + 1 test episode)
@@ -594,7 +594,7 @@ def test_harness_smoke_ml1_push_and_ml10(tmp_path, ml10):
     # ML10 writes every class's columns every epoch, NaN where no task of the class ran: training runs the
     # 10 train classes, meta-test the 5 test classes (the trainer's test tasks, drawn from seed 0's stream)
     progress = pd.read_csv(rf.run_dir(tmp_path, "smoke", experiments[1], 0) / rf.PROGRESS)
-    rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(bench.trainer.TEST_TASK_STREAM,)))
+    rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(bench.run.trainer.TEST_TASK_STREAM,)))
     tasks_per_class = Counter(t.class_name for t in mwt.pick_test_tasks(ml10, rng, TEST_TASKS))
     assert sorted(tasks_per_class.values()) == [1, 1, 1, 2, 2] and set(tasks_per_class) == set(ML10_TEST)
     test_episodes = preset(experiments[1], "smoke").test_episodes

@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import build
 
-import bench.trainer
-from bench.experiments import preset
-from bench.trainer import RunSpec, Trainer
+import bench.run.trainer
+from bench.run.experiments import preset
+from bench.run.trainer import RunSpec, Trainer
 from maml import gauss_newton, meta, oracle, policy, ppo, trpo, vpg
 from maml.adam_outer import adam_outer_step, make_optimizer
 from maml.config import HVP_METHODS, AdamConfig, MAMLConfig, TRPOConfig
@@ -246,7 +246,7 @@ def test_trainer_takes_outer_epochs_adam_steps_per_meta_update(tmp_path, monkeyp
         calls.append((before, after, batch, maml_cfg))
         return stats
 
-    monkeypatch.setattr(bench.trainer, "ppo_step", recording_ppo_step)
+    monkeypatch.setattr(bench.run.trainer, "ppo_step", recording_ppo_step)
     experiment = "maml_ppo_half_cheetah_dir"
     config = replace(preset(experiment, "smoke"), epochs=1, outer_epochs=2, evaluate_every_n_epochs=0)
     threads = torch.get_num_threads()

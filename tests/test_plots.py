@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection
 
-from bench import plots
-from bench import published as pub
 from bench import run_format as rf
-from bench.comparisons import COMPARISONS, CONTEXT
-from bench.report import adapt_references, figure_inputs
+from bench.report import plots
+from bench.report import published as pub
+from bench.report.comparisons import COMPARISONS, CONTEXT
+from bench.report.generate import adapt_references, figure_inputs
 
 HCD = "maml_trpo_half_cheetah_dir"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "record"
@@ -252,8 +252,8 @@ def test_adapt_steps_axes_are_words_and_mention_scaling_only_with_references():
 
 
 def test_every_figure_in_the_report_has_a_caption_under_it(tmp_path):
-    from bench.report import FIGURE_CAPTIONS, build_tables, render_markdown
-    from bench.runs import load_runs
+    from bench.report.generate import FIGURE_CAPTIONS, build_tables, render_markdown
+    from bench.report.runs import load_runs
 
     shutil.copytree(FIXTURE / "runs", tmp_path / "runs")
     tables = build_tables(load_runs(tmp_path), pub.load_published(), n_resamples=50)

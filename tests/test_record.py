@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import report
+from bench.report.generate import report
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "record"

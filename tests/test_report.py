@@ -14,13 +14,13 @@ import pytest
 from matplotlib.container import BarContainer
 from synthetic_runs import progress, write_run, write_seeds
 
-from bench import plots, stats
-from bench import published as pub
 from bench import run_format as rf
-from bench.comparisons import Comparison
-from bench.report import build_tables, figure_inputs, make_figures, report
-from bench.runs import RunFolderError, load_runs
-from bench.verdicts import (
+from bench.report import plots, stats
+from bench.report import published as pub
+from bench.report.comparisons import Comparison
+from bench.report.generate import build_tables, figure_inputs, make_figures, report
+from bench.report.runs import RunFolderError, load_runs
+from bench.report.verdicts import (
     ABOVE,
     AT_OR_ABOVE_FLOOR,
     BELOW,
@@ -438,7 +438,7 @@ def test_a_floor_is_one_sided(tmp_path, ours, expected):
 
 
 def test_garages_own_runs_are_floors():
-    from bench.comparisons import COMPARISONS
+    from bench.report.comparisons import COMPARISONS
 
     kinds = {c.reference: c.kind for cs in COMPARISONS.values() for c in cs if c.reference}
     assert {r for r, k in kinds.items() if k == "floor"} == {"garage_v2_ml1_push", "garage_v2_ml10"}
@@ -556,7 +556,7 @@ def test_per_class_and_adapt_step_figures_draw_every_input():
 def test_figure_inputs_hold_our_lines_and_every_compared_reference(tmp_path, published):
     write_seeds(tmp_path, HCD, [200.0, 210.0], rf.RETURN, epochs=20, extra={rf.PRE_RETURN: -10.0})
     tables = tables_for(tmp_path, published)
-    from bench.comparisons import COMPARISONS
+    from bench.report.comparisons import COMPARISONS
 
     ours, refs = figure_inputs(tables.curves, COMPARISONS[HCD], published)
     assert ours["line"].nunique() == 2 and len(ours) == 2 * 20  # post- and pre-adaptation, 20 epochs each

@@ -1,4 +1,4 @@
-"""Aggregation across seeds (bench/stats.py): Student-t and bootstrap CIs, IQM, per-epoch curves."""
+"""Aggregation across seeds (bench/report/stats.py): Student-t and bootstrap CIs, IQM, per-epoch curves."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bench import run_format as rf
-from bench import stats
+from bench.report import stats
 
 
 def test_t_interval_of_two_seeds_is_the_textbook_value():

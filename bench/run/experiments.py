@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from bench import ablations
+from bench.run import ablations
 from maml.config import AdamConfig, MAMLConfig, TRPOConfig
 
 ENVS = ("half_cheetah_dir", "ml1_push", "ml10", "ml45")
@@ -219,7 +219,7 @@ PROFILES = ("smoke", "quick", "full")
 
 def preset(experiment: str, profile: str) -> ExperimentConfig:
     """The config of ``experiment`` under ``profile``; ``<experiment>+<ablation>`` applies the ablation's
-    changes (:mod:`bench.ablations`) on top."""
+    changes (:mod:`bench.run.ablations`) on top."""
     try:
         base, ablation = ablations.split(experiment)
     except KeyError as error:

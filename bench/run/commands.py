@@ -1,4 +1,5 @@
-"""The training commands of ``python -m bench``: ``list``, ``run`` and ``reproduce``."""
+"""The training side of the command line: ``run``, the experiment listing of ``list``, and the options and
+training that ``reproduce`` shares (:mod:`bench.cli` registers the commands)."""
 
 from __future__ import annotations
 
@@ -11,29 +12,15 @@ import sys
 import time
 from pathlib import Path
 
-from bench.experiments import EXPERIMENTS, PROFILES, ConfigError, apply_overrides, preset
+from bench.run.experiments import EXPERIMENTS, PROFILES, ConfigError, apply_overrides, preset
+from bench.run_format import DEFAULT_RESULTS
 
-DEFAULT_RESULTS = Path("out")
-"""Where runs and reports go unless --results says otherwise: a git-ignored folder, so that a user's runs
-never touch the committed record in results/ (written only when asked for with --results results)."""
 EXECUTORS = ("local", "ray")
 LIST_FIELDS = ("algo", "epochs", "meta_batch_size", "episodes_per_task", "max_episode_length", "hidden_sizes")
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``list``, ``run`` and ``reproduce`` on the CLI's subparsers."""
-    text = "experiments, profiles and their settings; with --runs, the run folders and their status"
-    listing = subparsers.add_parser("list", help=text, description=f"List the {text}.")
-    listing.add_argument("--profile", choices=PROFILES, help="only this profile (default: all)")
-    listing.add_argument("--runs", action="store_true", help="list the run folders under --results instead")
-    listing.add_argument(
-        "--results",
-        type=Path,
-        default=DEFAULT_RESULTS,
-        help="results folder of --runs (default: %(default)s)",
-    )
-    listing.set_defaults(func=cmd_list)
-
+def add_run(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``run``."""
     run = subparsers.add_parser(
         "run",
         help="train experiments over seeds (finished runs skipped, unfinished ones resumed)",
@@ -41,20 +28,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "finished run is skipped, an unfinished one resumes from its last checkpoint.",
     )
     run.add_argument("experiments", nargs="+", metavar="EXPERIMENT", help=f"one of {', '.join(EXPERIMENTS)}")
-    _add_run_options(run, default_profile="quick")
+    add_run_options(run, default_profile="quick")
     run.set_defaults(func=cmd_run)
 
-    reproduce = subparsers.add_parser(
-        "reproduce",
-        help="train all five experiments over seeds, then write the report",
-        description="The main job: train all five experiments over seeds (as `run` does), then write the "
-        "report (as `report` does).",
-    )
-    _add_run_options(reproduce, default_profile="quick")
-    reproduce.set_defaults(func=cmd_reproduce)
 
-
-def _add_run_options(parser: argparse.ArgumentParser, default_profile: str) -> None:
+def add_run_options(parser: argparse.ArgumentParser, default_profile: str) -> None:
     parser.add_argument(
         "--profile", default=default_profile, help=f"one of {', '.join(PROFILES)} (default: %(default)s)"
     )
@@ -84,10 +62,9 @@ def _add_run_options(parser: argparse.ArgumentParser, default_profile: str) -> N
     )
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    if args.runs:
-        return _list_runs(args.results)
-    profiles = [args.profile] if args.profile else list(PROFILES)
+def list_experiments(profile: str | None) -> int:
+    """Print the experiments' settings per profile, and every config field."""
+    profiles = [profile] if profile else list(PROFILES)
     header = f"{'experiment':32} {'profile':8} " + " ".join(f"{f:>18}" for f in LIST_FIELDS)
     print(header)
     for experiment in EXPERIMENTS:
@@ -98,37 +75,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("\nEvery field (override with --set FIELD=VALUE):")
     for field in dataclasses.fields(preset(EXPERIMENTS[0], "full")):
         print(f"  {field.name}")
-    return 0
-
-
-def _list_runs(results: Path) -> int:
-    """Every run folder under ``results`` with its status; ``running`` says who trains it, or that nobody
-    does (stale: its trainer was killed; rerunning its command resumes it)."""
-    from bench import files
-    from bench import run_format as rf
-    from bench.runs import RunFolderError, find_run_folders, liveness
-
-    try:
-        folders = find_run_folders(results)
-    except RunFolderError as error:
-        raise ConfigError(str(error)) from error
-    rows = []
-    for folder in folders:
-        try:
-            manifest = files.read_json_object(folder / rf.MANIFEST)
-        except FileNotFoundError:
-            manifest = {}
-        except ValueError as error:
-            rows.append((folder, "unreadable manifest", str(error)))
-            continue
-        status = str(manifest.get("status", "not started"))
-        epochs = f"{manifest.get('epochs_completed', 0)}/{manifest.get('epochs_total', '?')}"
-        rows.append((folder, liveness(folder, status), f"{epochs} epochs"))
-    names = ["/".join(folder.parts[-3:]) for folder, _, _ in rows]
-    width = max(len(name) for name in names)
-    status_width = max(len(status) for _, status, _ in rows)
-    for name, (_, status, epochs) in zip(names, rows, strict=True):
-        print(f"{name:{width}}  {status:{status_width}}  {epochs}")
     return 0
 
 
@@ -152,8 +98,9 @@ def _check_device(configs: list, executor: str) -> None:
             )
 
 
-def _train(args: argparse.Namespace, experiments: list[str]) -> int:
-    from bench.executors import duration, execute, plan
+def train(args: argparse.Namespace, experiments: list[str]) -> int:
+    """Train ``experiments`` as the parsed ``run``/``reproduce`` arguments say; returns the exit status."""
+    from bench.run.executors import duration, execute, plan
 
     if args.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {args.executor!r}; valid: {', '.join(EXECUTORS)}")
@@ -207,7 +154,7 @@ def _claim(specs: list, locks: contextlib.ExitStack) -> None:
     folder that exists fits its run and that no trainer holds it: two commands on one run folder, however
     close their starts, are refused here, before anything starts (:class:`ConfigError`, exit status 2)."""
     from bench import files
-    from bench.trainer import check_run_folder
+    from bench.run.trainer import check_run_folder
 
     command = shlex.join(["maml-bench", *sys.argv[1:]])
     for spec in sorted(specs, key=lambda s: str(s.path)):  # one order: of two commands, one wins
@@ -257,11 +204,4 @@ def _check_results(results: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _train(args, args.experiments)
-
-
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    from bench.cli import report_and_print
-
-    status = _train(args, list(EXPERIMENTS))
-    return status or report_and_print(args.results)
+    return train(args, args.experiments)

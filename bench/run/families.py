@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from bench.experiments import ConfigError, ExperimentConfig
+from bench.run.experiments import ConfigError, ExperimentConfig
 from maml.envs.half_cheetah_dir import HalfCheetahDirBatch, HalfCheetahDirConfig, sample_directions
 from maml.sampler import BatchedEnv
 from maml.wave_sampler import WaveEnv

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "results" / "published"
+PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "results" / "published"
 FILES = ("references.csv", "garage_metaworld_v2.csv")
 COLUMNS = ("curve", "label", "source", "metric", "x", "x_unit", "y", "y_unit", "approx", "proxy")
 """Columns every file has; garage's runs add ``seed``, ``iteration`` and ``benchmark``."""

@@ -1,12 +1,12 @@
 """Run many training runs: in local processes (the default) or as tasks on a Ray cluster.
 
-Both executors run the same :class:`bench.trainer.Trainer` on the same :class:`RunSpec` s, so they write the
-same files. What the console shows is read from the run folders (``manifest.json``, ``progress.csv``), so it
-is the same for both (:class:`Console`). A run that fails does not stop the others; its error is kept in its
-manifest and reported at the end.
+Both executors run the same :class:`bench.run.trainer.Trainer` on the same :class:`RunSpec` s, so they
+write the same files. What the console shows is read from the run folders (``manifest.json``,
+``progress.csv``), so it is the same for both (:class:`Console`). A run that fails does not stop the
+others; its error is kept in its manifest and reported at the end.
 
 SIGINT or SIGTERM sent to the command (a terminal's Ctrl-C, a scheduler, ``kill``) is forwarded to the runs:
-each stops at once, keeping its last checkpoint (:mod:`bench.interrupts`); runs not started yet are not
+each stops at once, keeping its last checkpoint (:mod:`bench.run.interrupts`); runs not started yet are not
 started. A second signal kills the runs where they are (their last checkpoints are kept all the same).
 """
 
@@ -30,10 +30,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench import files, interrupts
+from bench import files
 from bench import run_format as rf
-from bench.experiments import ExperimentConfig
-from bench.trainer import RunSpec, RunSummary, Trainer, evaluates, meta_test_env_steps
+from bench.run import interrupts
+from bench.run.experiments import ExperimentConfig
+from bench.run.trainer import RunSpec, RunSummary, Trainer, evaluates, meta_test_env_steps
 
 EXECUTORS = ("local", "ray")
 POLL_SECONDS = 0.5
@@ -92,7 +93,7 @@ def train_one(spec: RunSpec) -> RunSummary:
 
 
 def _worker_init(parent: int) -> None:
-    """A worker's initializer: SIGINT and SIGTERM stop its run at a safe point (:mod:`bench.interrupts`);
+    """A worker's initializer: SIGINT and SIGTERM stop its run at a safe point (:mod:`bench.run.interrupts`);
     on Linux the kernel kills this worker when the process that started it dies, however it dies
     (``kill -9`` of the CLI must not leave a trainer writing into a run folder that a rerun is about to
     resume). The run folder's lock (:func:`bench.files.exclusive`) covers the rest."""

@@ -17,8 +17,8 @@ Verdicts, the first that applies:
   MAML): ``at-or-above-floor`` when our mean is at least ``reference − tolerance``, else ``below-floor``.
 
 Every comparison also says whether our runs **learned** (``learned``, from how far the metric moved from
-its first to its last logged values, per seed: :func:`bench.stats.start_to_end`): ``no`` when it did not
-rise on average, ``yes`` when it rose and the Student-t CI of the rise across seeds lies above zero,
+its first to its last logged values, per seed: :func:`bench.report.stats.start_to_end`): ``no`` when it did
+not rise on average, ``yes`` when it rose and the Student-t CI of the rise across seeds lies above zero,
 ``unclear`` otherwise. A verdict inside a band or above a floor that contains the untrained policy's value
 says little without it.
 """
@@ -31,10 +31,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bench import published as pub
 from bench import run_format as rf
-from bench import stats
-from bench.comparisons import Comparison
+from bench.report import published as pub
+from bench.report import stats
+from bench.report.comparisons import Comparison
 
 REPRODUCED = "reproduced"
 BELOW = "below"
@@ -132,7 +132,7 @@ def per_seed_values(progress: pd.DataFrame, comparison: Comparison, upto: float)
 
     ``progress``: rows of one experiment's runs, already cut at the compared epoch, then at ``upto``
     (:func:`up_to`); ``statistic="value"`` averages what was logged in the last ``window`` epochs
-    (:func:`bench.stats.per_seed`), ``"max"`` takes the maximum of all.
+    (:func:`bench.report.stats.per_seed`), ``"max"`` takes the maximum of all.
     """
     statistic = "max" if comparison.statistic == "max" else "final"
     return stats.per_seed(up_to(progress, comparison, upto), comparison.metric, statistic, comparison.window)
@@ -140,7 +140,7 @@ def per_seed_values(progress: pd.DataFrame, comparison: Comparison, upto: float)
 
 def per_seed_moved(progress: pd.DataFrame, comparison: Comparison, upto: float) -> np.ndarray:
     """Per seed, how far the compared metric moved over training up to the matched x (:func:`up_to`,
-    :func:`bench.stats.start_to_end`)."""
+    :func:`bench.report.stats.start_to_end`)."""
     return stats.start_to_end(up_to(progress, comparison, upto), comparison.metric, comparison.window)
 
 

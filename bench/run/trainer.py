@@ -24,10 +24,11 @@ import dowel
 import numpy as np
 import torch
 
-from bench import files, interrupts, provenance
+from bench import files
 from bench import run_format as rf
-from bench.experiments import ConfigError, ExperimentConfig, from_dict, to_dict, with_defaults
-from bench.families import TaskFamily, class_mean, make_family
+from bench.run import interrupts, provenance
+from bench.run.experiments import ConfigError, ExperimentConfig, from_dict, to_dict, with_defaults
+from bench.run.families import TaskFamily, class_mean, make_family
 from maml import meta, policy, value_function
 from maml.adam_outer import make_optimizer
 from maml.advantages import Baseline, process_episodes
@@ -330,8 +331,9 @@ class Trainer:
     def run(self) -> RunSummary:
         """Train (or resume, or skip a finished run), holding the run folder's lock throughout.
 
-        Stopped by a signal (:mod:`bench.interrupts`), it raises :class:`bench.interrupts.RunInterrupted`
-        saying what was kept; one received before the run began leaves the folder untouched."""
+        Stopped by a signal (:mod:`bench.run.interrupts`), it raises
+        :class:`bench.run.interrupts.RunInterrupted` saying what was kept; one received before the run began
+        leaves the folder untouched."""
         interrupts.check(f"{self.spec.name}: not started")
         self._started = time.perf_counter()
         path = self.spec.path

@@ -1,6 +1,6 @@
 """The report's ablations: what each of garage's bugs (and the first-order approximation) costs.
 
-Per ablation experiment (``<experiment>+<ablation>``, :mod:`bench.ablations`) and metric: its final value
+Per ablation experiment (``<experiment>+<ablation>``, :mod:`bench.run.ablations`) and metric: its final value
 across seeds with a t-CI, the same for its counterpart (the experiment's fixed runs of the same profile and
 seeds, cut at the ablation's last common epoch when the ablation's runs are shorter), the difference with a
 Welch CI, and whether the ablation learned. Never a verdict on a published reference.
@@ -13,10 +13,11 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from bench import ablations, stats
 from bench import run_format as rf
-from bench.runs import Run, progress_table
-from bench.verdicts import learned
+from bench.report import stats
+from bench.report.runs import Run, progress_table
+from bench.report.verdicts import learned
+from bench.run import ablations
 
 METRICS = (rf.RETURN, rf.adapt_step_key(1))
 """Compared per ablation: the post-update meta-train return and the meta-test return after one step."""

@@ -2,7 +2,7 @@
 close counts as reproduced — declared once, in code, with the reason for every tolerance.
 
 The numbers themselves live in ``results/published/`` (see its README); a comparison names a series there
-by its ``curve`` id. What the verdicts mean: ``bench/verdicts.py``.
+by its ``curve`` id. What the verdicts mean: ``bench/report/verdicts.py``.
 """
 
 from __future__ import annotations

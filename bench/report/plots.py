@@ -24,8 +24,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.transforms import ScaledTranslation
 
-from bench import files, stats
+from bench import files
 from bench import run_format as rf
+from bench.report import stats
 
 STYLE = "whitegrid"
 OURS_PALETTE = "deep"

@@ -1,6 +1,6 @@
 """Stopping a training run on SIGINT or SIGTERM, at once but never in the middle of its bookkeeping.
 
-A worker process (:func:`bench.executors.run_local`'s, which forwards the command's signal to it) calls
+A worker process (:func:`bench.run.executors.run_local`'s, which forwards the command's signal to it) calls
 :func:`install`. From then on the first SIGINT or SIGTERM is remembered, and, while a trainer is
 :func:`armed`, raises :class:`RunInterrupted` right where the trainer is (sampling, the outer step): the
 epoch in progress is dropped, its last checkpoint kept. Inside a :func:`deferred` section (an epoch's row,

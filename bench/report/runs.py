@@ -20,9 +20,9 @@ import pandas as pd
 
 from bench import files
 from bench import run_format as rf
-from bench.ablations import is_ablation
-from bench.comparisons import EXPERIMENTS
-from bench.experiments import with_defaults
+from bench.report.comparisons import EXPERIMENTS
+from bench.run.ablations import is_ablation
+from bench.run.experiments import with_defaults
 
 REQUIRED_COLUMNS = (rf.EPOCH, rf.TOTAL_ENV_STEPS, rf.RETURN)
 """Columns every progress.csv must have; the others are read by name where a table needs them."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 PACKAGES = ("torch", "numpy", "mujoco", "gymnasium", "metaworld", "dowel", "scipy", "pandas", "ray")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def package_versions() -> dict[str, str]:

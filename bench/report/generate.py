@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import ablation_report, ablations, files, plots, stats
-from bench import published as pub
+from bench import files
 from bench import run_format as rf
-from bench.comparisons import COMPARISONS, CONTEXT, EXPERIMENTS, Comparison, ContextCurve
-from bench.experiments import FULL, to_dict
-from bench.runs import Run, load_runs, progress_table, runs_table
-from bench.verdicts import MIN_SEEDS, evaluate
+from bench.report import ablation_report, plots, stats
+from bench.report import published as pub
+from bench.report.comparisons import COMPARISONS, CONTEXT, EXPERIMENTS, Comparison, ContextCurve
+from bench.report.runs import Run, load_runs, progress_table, runs_table
+from bench.report.verdicts import MIN_SEEDS, evaluate
+from bench.run import ablations
+from bench.run.experiments import FULL, to_dict
 
 PROFILES = ("smoke", "quick", "full")
 REPORT_FILE = "REPORT.md"
@@ -67,7 +69,7 @@ class ReportTables:
     """Everything the report says, as tidy tables."""
 
     runs: pd.DataFrame
-    """One row per run folder (``bench.runs.runs_table``) plus ``used`` (bool)."""
+    """One row per run folder (``bench.report.runs.runs_table``) plus ``used`` (bool)."""
     summary: pd.DataFrame
     """The verdict table: one row per (profile, experiment, comparison), columns ``SUMMARY_COLUMNS``."""
     finals: pd.DataFrame
@@ -84,7 +86,7 @@ class ReportTables:
     adapt_steps: pd.DataFrame
     """``profile, experiment, k, n_seeds, mean, ci_low, ci_high`` (final meta-test return after k steps)."""
     ablations: pd.DataFrame
-    """One row per (profile, ablation experiment, metric): ``bench.ablation_report.COLUMNS``."""
+    """One row per (profile, ablation experiment, metric): ``bench.report.ablation_report.COLUMNS``."""
 
 
 def _order(values: pd.Series, known: tuple[str, ...]) -> pd.Series:
@@ -463,9 +465,9 @@ AT_FORMAT = {"env_steps": "{} steps", "epochs": "epoch {}", "adapt_steps": "k={}
 
 
 def verdict_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The verdict table of REPORT.md (the console's: :func:`bench.cli.verdict_text`): experiment, profile,
-    comparison (``*`` = primary), budget, our value with CI, reference with tolerance, whether our runs
-    learned, verdict."""
+    """The verdict table of REPORT.md (the console's: :func:`bench.report.commands.verdict_text`):
+    experiment, profile, comparison (``*`` = primary), budget, our value with CI, reference with tolerance,
+    whether our runs learned, verdict."""
     rows = []
     for r in summary.itertuples(index=False):
         ci = "" if math.isnan(r.ours_ci_low) else f" [{_fmt(r.ours_ci_low, 3)}, {_fmt(r.ours_ci_high, 3)}]"
@@ -528,7 +530,8 @@ def markdown_table(table: pd.DataFrame) -> str:
 CAVEATS = (
     "Verdicts compare the **mean across seeds** with a band around the published value (or, for a floor, "
     "with its lower edge); the band's width and its reason are declared per comparison in "
-    "`bench/comparisons.py` (listed below). A verdict on a reference needs garage's budget (300 epochs), "
+    "`bench/report/comparisons.py` (listed below). A verdict on a reference needs garage's budget (300 "
+    "epochs), "
     f"garage's config (the `full` preset; otherwise `off-protocol`) and at least {MIN_SEEDS} seeds "
     "(otherwise `too-few-seeds`); the note then says where the mean stands.",
     "CIs of the mean are 95 % Student-t intervals across seeds (with 3–5 seeds a percentile bootstrap "
@@ -563,7 +566,7 @@ VERDICT_LEGEND = (
     "reference that is a lower bound), `budget-short` (runs end before the budget or the reference's x "
     "range: compared at the largest common x), `off-protocol` (a config that is not garage's example), "
     "`too-few-seeds`, `no-reference` (nothing published), `no-data` (the metric was never logged). "
-    "Definitions: `bench/verdicts.py`."
+    "Definitions: `bench/report/verdicts.py`."
 )
 
 
@@ -639,8 +642,8 @@ def _ablation_lines(
         "## Ablations",
         "",
         "What each of garage's bugs costs: the same experiment with garage's behaviour switched back on "
-        "(`<experiment>+<ablation>`, defined in `bench/ablations.py`), against our fixed runs of the same "
-        f"profile and seeds. Values are per seed the mean of its last {FINAL_WINDOW} epochs, with 95 % "
+        "(`<experiment>+<ablation>`, defined in `bench/run/ablations.py`), against our fixed runs of the "
+        f"same profile and seeds. Values are per seed the mean of its last {FINAL_WINDOW} epochs, with 95 % "
         "t-CIs; `change` = ablation − fixed with a Welch CI. Ablations never enter a verdict.",
         "",
         *[f"- `{a.name}`: {a.label}. {a.garage_source}." for a in ablations.ABLATIONS.values()
@@ -770,8 +773,8 @@ def report(
     """Read ``results/runs``, write the report into ``results``, and return the verdict table (the summary:
     one row per (profile, experiment, comparison), columns ``SUMMARY_COLUMNS``).
 
-    Raises ``bench.runs.RunFolderError`` for a missing or corrupt run folder and
-    ``bench.published.PublishedDataError`` for bad published data.
+    Raises ``bench.report.runs.RunFolderError`` for a missing or corrupt run folder and
+    ``bench.report.published.PublishedDataError`` for bad published data.
     """
     runs = load_runs(results)
     published = pub.load_published(published_dir)

@@ -1,0 +1,1 @@
+"""Reporting: reading run folders, aggregation, comparisons with published numbers, verdicts, figures."""

@@ -1,0 +1,1 @@
+"""Running experiments: presets, ablations, task families, the trainer, executors, interrupts, provenance."""
