@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from bench import run_format as rf
-from bench.experiments import EXPERIMENTS
+from bench.run.experiments import EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = ROOT / "results" / "regression" / "expected.json"
