@@ -290,3 +290,28 @@ def test_two_commands_started_together_on_one_folder_one_trains_the_other_exits_
     assert "1 runs done, 0 failed" in trained
     assert refused_out == "", "the refused command starts nothing"
     assert refused_err.count("error:") == 1 and "is in use by another command, process" in refused_err
+
+
+def test_user_runs_and_reports_go_to_a_git_ignored_folder_by_default():
+    """A user's runs never touch the tracked files: the default results folder and everything a run or a
+    report writes there is ignored by git, as are the record's TensorBoard events and lock files."""
+    import shutil
+
+    from bench.run_format import DEFAULT_RESULTS
+
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    assert not DEFAULT_RESULTS.is_absolute() and DEFAULT_RESULTS.parts[0] != "results"
+    written = [
+        f"{DEFAULT_RESULTS}/REPORT.md",
+        f"{DEFAULT_RESULTS}/plots/quick_x_curves.png",
+        f"{DEFAULT_RESULTS}/runs/quick/maml_trpo_half_cheetah_dir/seed-0/progress.csv",
+        "results/runs/full/maml_trpo_half_cheetah_dir/seed-0/tb/events.out",
+        "results/runs/full/maml_trpo_half_cheetah_dir/seed-0/.lock",
+        "results/runs/full/maml_trpo_half_cheetah_dir/.seed-0.lock",
+    ]
+    kept = ["results/runs/full/maml_trpo_half_cheetah_dir/seed-0/progress.csv", "results/REPORT.md"]
+    for path in written + kept:
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
+        assert ignored == (path in written), path
