@@ -271,10 +271,11 @@ def test_welch_interval_equals_scipys_welch_t_test():
 
 
 def test_report_puts_ablations_beside_their_fixed_runs_and_never_gives_them_a_verdict(tmp_path):
+    from synthetic_runs import write_run, write_seeds
+
     from bench.report import published as pub
     from bench.report.generate import build_tables, make_figures, render_markdown
     from bench.report.runs import load_runs
-    from tests.synthetic_runs import write_run, write_seeds
 
     fixed, ablated = [100.0, 110.0, 120.0, 130.0], [50.0, 60.0, 70.0]
     write_seeds(tmp_path, TRPO, fixed, rf.RETURN, epochs=40)  # seed 3 has no ablation counterpart
