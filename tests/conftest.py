@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from maml import policy
+from maml import meta, policy
 from maml.synthetic import SyntheticSpec, make_meta_batch
 
 
@@ -21,3 +21,16 @@ def build(spec: SyntheticSpec, seed: int = 0, dtype=torch.float64, num_grad_upda
 @pytest.fixture
 def tiny_spec() -> SyntheticSpec:
     return SyntheticSpec(num_tasks=3, episodes=2, horizon=5, obs_dim=3, act_dim=2, hidden_sizes=(4,))
+
+
+def finite_differences(fn, theta, eps=1e-5):
+    """Central differences of the scalar ``fn`` at the parameter dict ``theta``, as one flat vector."""
+    flat = meta.flatten(list(theta.values()))
+    grad = torch.zeros_like(flat)
+    for i in range(flat.numel()):
+        step = torch.zeros_like(flat)
+        step[i] = eps
+        plus = fn(meta.unflatten(flat + step, theta)).item()
+        minus = fn(meta.unflatten(flat - step, theta)).item()
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad

@@ -3,7 +3,7 @@ differences, an explicit Hessian, and the per-task loop oracle."""
 
 import pytest
 import torch
-from conftest import build
+from conftest import build, finite_differences
 
 from maml import meta, oracle, ppo, trpo, vpg
 from maml.synthetic import SyntheticSpec
@@ -28,18 +28,6 @@ def _meta_gradient(theta, batch, surrogate, first_order=False):
     return meta.flatten(torch.autograd.grad(loss, list(theta.values())))
 
 
-def _finite_differences(fn, theta, eps=1e-5):
-    flat = meta.flatten(list(theta.values()))
-    grad = torch.zeros_like(flat)
-    for i in range(flat.numel()):
-        step = torch.zeros_like(flat)
-        step[i] = eps
-        plus = fn(meta.unflatten(flat + step, theta)).item()
-        minus = fn(meta.unflatten(flat - step, theta)).item()
-        grad[i] = (plus - minus) / (2 * eps)
-    return grad
-
-
 def _rel_err(a, b):
     return ((a - b).norm() / b.norm()).item()
 
@@ -50,7 +38,7 @@ def test_meta_gradient_equals_finite_differences(tiny_spec, num_grad_updates, na
     theta, batch = build(tiny_spec, seed=num_grad_updates, num_grad_updates=num_grad_updates)
     surrogate = SURROGATES[name]
     analytic = _meta_gradient(theta, batch, surrogate)
-    numeric = _finite_differences(lambda t: _objective(t, batch, surrogate), theta)
+    numeric = finite_differences(lambda t: _objective(t, batch, surrogate), theta)
     assert _rel_err(analytic, numeric) < 1e-6
 
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import build
+from conftest import build, finite_differences
 
 from maml import gauss_newton, meta, oracle, ppo
 from maml.adam_outer import adam_outer_step
@@ -48,18 +48,6 @@ def _with_ratios_off_one(theta, batch, clip_range, seed=0):
     valid = batch.post.flat("mask") > 0
     torch.testing.assert_close(at_theta[valid], ratio.flatten(1)[valid], rtol=1e-12, atol=0)
     return batch, ratio.flatten(1)
-
-
-def _finite_differences(fn, theta, eps=1e-6):
-    flat = meta.flatten(list(theta.values()))
-    grad = torch.zeros_like(flat)
-    for i in range(flat.numel()):
-        step = torch.zeros_like(flat)
-        step[i] = eps
-        grad[i] = (
-            fn(meta.unflatten(flat + step, theta)).item() - fn(meta.unflatten(flat - step, theta)).item()
-        ) / (2 * eps)
-    return grad
 
 
 def _rel_err(a, b):
@@ -120,7 +108,9 @@ def test_meta_gradient_off_ratio_one_equals_finite_differences_of_the_oracle(tin
     assert loss.item() == pytest.approx(
         oracle.meta_objective(theta, batch, reference, INNER_LR).item(), rel=1e-12
     )
-    numeric = _finite_differences(lambda t: oracle.meta_objective(t, batch, reference, INNER_LR), theta)
+    numeric = finite_differences(
+        lambda t: oracle.meta_objective(t, batch, reference, INNER_LR), theta, eps=1e-6
+    )
 
     unclipped_advantages = batch.post.advantages * ~clipped.view_as(batch.post.advantages)
     unclipped = meta.MetaBatch(pre=batch.pre, post=replace(batch.post, advantages=unclipped_advantages))

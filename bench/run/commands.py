@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import run_format as rf
 from bench.run.experiments import EXPERIMENTS, PROFILES, ConfigError, apply_overrides, preset
 from bench.run_format import DEFAULT_RESULTS
 
@@ -117,9 +118,14 @@ def train(args: argparse.Namespace, experiments: list[str]) -> int:
     specs = plan(configs, args.profile, seeds, args.results, args.jobs)
     with contextlib.ExitStack() as locks:
         _claim(specs, locks)
-        finished = {spec.name: epochs for spec in specs if (epochs := _finished_epochs(spec)) is not None}
+        manifests = {spec.name: _manifest(spec) for spec in specs}  # read once, after the locks are held
+        finished = {
+            name: int(m.get("epochs_completed", 0))
+            for name, m in manifests.items()
+            if m.get("status") == rf.STATUS_FINISHED
+        }
         todo = [spec for spec in specs if spec.name not in finished]
-        resuming = sum(_epochs_completed(spec) > 0 for spec in todo)
+        resuming = sum(int(manifests[spec.name].get("epochs_completed", 0)) > 0 for spec in todo)
         kinds = ((len(todo) - resuming, "new"), (resuming, "to resume"), (len(finished), "already finished"))
         counts = ", ".join(f"{count} {what}" for count, what in kinds if count)
         print(
@@ -174,21 +180,9 @@ def _claim(specs: list, locks: contextlib.ExitStack) -> None:
 
 def _manifest(spec) -> dict:
     from bench import files
-    from bench import run_format as rf
 
     path = spec.path / rf.MANIFEST
     return files.read_json_object(path) if path.exists() else {}
-
-
-def _finished_epochs(spec) -> int | None:
-    from bench import run_format as rf
-
-    manifest = _manifest(spec)
-    return int(manifest.get("epochs_completed", 0)) if manifest.get("status") == rf.STATUS_FINISHED else None
-
-
-def _epochs_completed(spec) -> int:
-    return int(_manifest(spec).get("epochs_completed", 0))
 
 
 def _check_results(results: Path) -> None:
