@@ -1,5 +1,6 @@
 """Sessions: tests (default suite), slow (learning checks), bench (pytest-benchmark), reproduce (the main
-job), lint (ruff). Every session installs the project with the one constraints file."""
+job), lint (ruff), mutants (mutation testing of the algorithm core; hours, not in CI). Every session
+installs the project with the one constraints file."""
 
 import nox
 
@@ -50,6 +51,15 @@ def reproduce(session: nox.Session) -> None:
     Arguments after `--` pass through to `python -m bench reproduce` (e.g. `-- --profile full`)."""
     _install(session)
     session.run("python", "-m", "bench", "reproduce", *session.posargs)
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (tests/mutants.py): map the default suite's coverage per test, judge every mutant of
+    maml/ and of the trainer's sampling and meta-test code, write .mutants/report.md. Resumable: a rerun
+    judges only what is new. Arguments after `--` go to the run step (e.g. `-- --only maml/cg.py`)."""
+    _install(session, "test,mutation")
+    session.run("python", "tests/mutants.py", "all", *session.posargs)
 
 
 @nox.session

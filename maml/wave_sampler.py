@@ -3,21 +3,25 @@
 :func:`maml.sampler.sample_episodes` runs all ``T·E`` episodes at once in one batched environment. That needs
 ``T·E`` simulations; a Meta-World environment instance is a 21 MB Python object costing 0.5–1.7 ms a step, and
 ML45's full meta-batch has 2,025 episodes. Here a :class:`WaveEnv` (e.g. :class:`maml.envs.metaworld_pool.
-MetaWorldPool`) has ``W`` workers, each with at most one instance per *group* (Meta-World class). Episodes run
-in *waves*: each wave gives every (worker, group) *slot* one pending episode of its group, steps all of them
+MetaWorldPool`) has ``W`` workers, each holding environment instances of the *groups* (Meta-World classes) it
+runs. Episodes run in *waves*: each wave gives every *slot* (an instance of a group on a worker) one pending
+episode of its group, steps all of them
 in lockstep with ONE batched policy call per time step, until all are done; then the next wave starts, until
 no episode is pending. The result has the same layout as :func:`~maml.sampler.sample_episodes` 's.
 
-Slots (:func:`assign_slots`): the ``C`` groups of a call share the workers, each group on ``s`` distinct
-workers. For balance, ``s`` is at least the smallest count ≥ ``⌈W / C⌉`` whose ``C·s`` slots can keep every
-worker at least 90 % as busy as the busiest (ML1 on 2 workers: push on both; ML10's 5 test classes: each
-on both workers, 5 slots per worker rather than 3 and 2). Then, since every wave step pays a fixed cost
-(the policy call, the messages, the slowest worker), ``s`` grows to the most episodes one group has (at
-most ``W``, and at most :data:`MAX_INSTANCES_PER_WORKER` groups per worker) so that fewer, fuller waves run:
-ML10's meta-batch of 20 (2 goals per class) runs as one wave of 20 on 2 workers, not two waves of 10 (with
-worker 0 in process, the ML10 sampler went from 1.4× to 2.2× gymnasium's vector env on 2 cores;
-results/bench/README.md). Slots are placed so that each worker's sum of step
-costs (Meta-World classes differ by 3×) is as even as a greedy placement makes it.
+Slots (:func:`assign_slots`): the ``C`` groups of a call share the workers. A *slot* is one instance of a
+group on one worker; a worker may hold several slots of a group, one per episode of it that a wave runs
+there, so that a single class (ML1) also fills the waves. For balance, each group has at least ``s₀`` slots
+on distinct workers, ``s₀`` the smallest count ≥ ``⌈W / C⌉`` whose ``C·s₀`` slots can keep every worker at
+least 90 % as busy as the busiest (ML10's 5 test classes: each on both workers, 5 slots per worker rather
+than 3 and 2). Then, since every wave step pays a fixed cost (the policy call, the messages, the slowest
+worker), each group gets enough slots to run its episodes in the fewest waves that fit
+:data:`MAX_INSTANCES_PER_WORKER` instances per worker, a group with ``n`` episodes ``⌈n / N⌉`` slots for
+``N`` waves: ML10's meta-batch of 20 (2 goals per class) runs as one wave of 20 on 2 workers, not two waves
+of 10 (with worker 0 in process, the ML10 sampler went from 1.4× to 2.2× gymnasium's vector env on 2 cores;
+results/bench/README.md), and ML1 push's 20 tasks × 10 episodes run as 3 waves of 67 (34 and 33 instances
+per worker), not 100 waves of 2. Slots are placed so that a group's slots spread evenly over the workers and
+each worker's sum of step costs (Meta-World classes differ by 3×) is as even as a greedy placement makes it.
 
 Seeding and float results do not depend on the waves: episode ``e`` of the task keyed ``k`` takes its reset
 seed and its action noise from ``episode_seed(seed, epoch, round, k, e, stream)`` exactly as
@@ -57,7 +61,12 @@ from maml.samples import Episodes
 MIN_WORKER_BALANCE = 0.9
 """Slots are replicated until every worker runs at least this fraction of the busiest worker's episodes."""
 MAX_INSTANCES_PER_WORKER = 48
-"""Groups one worker may serve (Meta-World: ~21 MB per instance, so ~1 GB; ML45's 45 classes fit)."""
+"""Environment instances one worker runs at once, over all groups (unless a call has more groups than the
+workers have room for: every group gets a slot). Meta-World: ~21 MB per push-v3 instance added to a worker
+(its RSS, 1 → 48 instances: 334 → 1368 MB; a class's first instance costs more), so ~1.1 GB per worker, and
+a worker keeps no more between calls (:data:`maml.envs.metaworld_pool.KEEP_INSTANCES`); ML45's 45 classes fit
+on one worker. Fuller waves gain little beyond ~10 episodes per worker (ML1 push, 20 × 10 episodes on 2
+workers, steps/s with at most 1, 5, 10, 20, 48 instances per worker: 1087, 1593, 1720, 1758, 1775)."""
 
 TaskT_contra = TypeVar("TaskT_contra", contravariant=True)
 TaskT = TypeVar("TaskT")
@@ -65,7 +74,8 @@ TaskT = TypeVar("TaskT")
 
 @runtime_checkable
 class WaveEnv(Protocol[TaskT_contra]):
-    """Workers that each hold at most one environment instance per group and run episodes as told.
+    """Workers that hold environment instances of each group (one per episode of it they run at once) and
+    run episodes as told.
 
     Observations and rewards are float64 numpy arrays; an episode must behave exactly like a single
     environment with its task and reset seed, whatever the worker and whatever ran there before.
@@ -104,8 +114,8 @@ class WaveEnv(Protocol[TaskT_contra]):
         tasks: Sequence[TaskT_contra],
         seeds: Sequence[np.random.SeedSequence],
     ) -> NDArray[np.float64]:
-        """Start episode ``i`` (task ``tasks[i]``, reset seed ``seeds[i]``) on worker ``workers[i]``, at most
-        one episode per worker and group → observations ``[n, obs]``."""
+        """Start episode ``i`` (task ``tasks[i]``, reset seed ``seeds[i]``) on worker ``workers[i]`` (several
+        episodes of a group on one worker run on as many instances) → observations ``[n, obs]``."""
         ...
 
     def step(
@@ -123,14 +133,17 @@ def assign_slots(
     episodes_per_task: int = 1,
     max_instances_per_worker: int = MAX_INSTANCES_PER_WORKER,
 ) -> dict[Hashable, list[int]]:
-    """The workers that run each group's episodes: ``{group: [worker, …]}`` (distinct workers per group).
+    """The workers that run each group's episodes: ``{group: [worker, …]}``, a worker listed once per slot.
 
     ``groups`` holds each task's group (a group appears once per task). Each of the ``C`` groups (in order
-    of first appearance) gets ``s`` slots: the fewest that keep the workers balanced (module docstring),
-    raised towards the most episodes of one group (``count × episodes_per_task``, at most ``W``) so that
-    fewer, fuller waves run, as long as no worker serves more than ``max_instances_per_worker`` groups. The
-    slots are placed costliest first (``step_cost``, default 1), each on the least loaded worker that does
-    not hold its group yet (ties: the lower index), so that the workers finish a wave's steps together.
+    of first appearance) gets at least ``s₀`` slots on distinct workers, the fewest that keep the workers
+    balanced (module docstring); then, so that fewer, fuller waves run, a group with ``n`` episodes
+    (``count × episodes_per_task``) gets ``⌈n / N⌉`` slots for the fewest waves ``N`` whose slots fit in
+    ``max_instances_per_worker × W`` instances (several slots of a group may share a worker). The slots are
+    placed costliest first (``step_cost``, default 1), each on a worker with room (fewer than
+    ``max_instances_per_worker`` slots, unless none has room) that holds the fewest slots of its group, then
+    the least loaded, then the lower index: a group's slots spread evenly over the workers and the workers
+    finish a wave's steps together.
     """
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {num_workers}")
@@ -148,21 +161,30 @@ def assign_slots(
             break
         copies += 1
     copies = min(copies, most)
-    most_episodes = max(Counter(groups).values()) * episodes_per_task
-    memory_cap = max(1, max_instances_per_worker * num_workers // num_groups)
-    copies = max(copies, min(most_episodes, num_workers, memory_cap))
+    episodes = {g: n * episodes_per_task for g, n in Counter(groups).items()}
+
+    def counts(waves: int) -> dict[Hashable, int]:
+        return {g: max(copies, -(-episodes[g] // waves)) for g in unique}
+
+    budget = max_instances_per_worker * num_workers
+    waves = 1  # the fewest waves whose slots fit the budget (or every group on its s₀ slots)
+    while sum(counts(waves).values()) > budget and max(episodes.values()) > copies * waves:
+        waves += 1
+    count = counts(waves)
     cost = {g: 1.0 if step_cost is None else float(step_cost(g)) for g in unique}
     if not all(math.isfinite(c) and c > 0 for c in cost.values()):
         raise ValueError(f"step costs must be positive and finite, got {cost}")
-    order = sorted(range(num_groups * copies), key=lambda j: (-cost[unique[j % num_groups]], j))
+    order = sorted((-cost[g], k, i) for i, g in enumerate(unique) for k in range(count[g]))
     load = [0.0] * num_workers
+    held = [0] * num_workers
     slots: dict[Hashable, list[int]] = {g: [] for g in unique}
-    for j in order:
-        group = unique[j % num_groups]
-        free = [w for w in range(num_workers) if w not in slots[group]]
-        worker = min(free, key=lambda w: (load[w], w))
+    for _, _, i in order:
+        group = unique[i]
+        room = [w for w in range(num_workers) if held[w] < max_instances_per_worker] or range(num_workers)
+        worker = min(room, key=lambda w: (slots[group].count(w), load[w], w))
         slots[group].append(worker)
         load[worker] += cost[group]
+        held[worker] += 1
     return slots
 
 
@@ -199,6 +221,7 @@ def sample_in_waves(
     dtype: torch.dtype = torch.float32,
     mean_action_fn: Callable[[Params, Tensor], Tensor] = policy.mean_action,
     policy_threads: int = 1,
+    max_instances_per_worker: int = MAX_INSTANCES_PER_WORKER,
 ) -> tuple[Episodes, EpisodeStats]:
     """Collect ``episodes_per_task`` episodes of ``max_episode_length`` steps for each of ``T`` tasks.
 
@@ -216,6 +239,7 @@ def sample_in_waves(
             time step of each wave with the ``n`` running episodes (each with its own task's parameters).
         policy_threads: torch's intra-op threads while sampling (restored afterwards); see
             :func:`maml.sampler.sample_episodes`.
+        max_instances_per_worker: the cap of :func:`assign_slots` (the episodes do not depend on it).
 
     Returns:
         ``Episodes`` with ``[T, E, H, ...]`` tensors (``actions`` as the policy emitted them, before the env's
@@ -232,7 +256,8 @@ def sample_in_waves(
     obs_dim, act_dim = env.observation_dim, env.action_dim
     cpu_params = _task_params(params, num_tasks, obs_dim, act_dim, dtype)
     groups = [env.group_of(task) for task in tasks]
-    slots = assign_slots(groups, env.num_workers, env.step_cost, episodes_per_task=num_episodes)
+    cap = max_instances_per_worker
+    slots = assign_slots(groups, env.num_workers, env.step_cost, num_episodes, max_instances_per_worker=cap)
     waves = plan_waves(groups, num_episodes, slots)
 
     def seeds(stream: int) -> list[np.random.SeedSequence]:

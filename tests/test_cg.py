@@ -1,6 +1,6 @@
 import torch
 
-from maml.cg import conjugate_gradient, solve
+from maml.cg import conjugate_gradient, dot, solve
 
 
 def test_cg_solves_random_spd_systems():
@@ -32,3 +32,24 @@ def test_cg_curvature_from_the_residual_equals_the_explicit_product():
         result = solve(lambda v: a @ v, b, iters=iters)
         explicit = result.x @ (a @ result.x)
         assert abs(result.curvature(b) - explicit) <= 1e-10 * explicit
+
+
+def test_cg_gives_the_same_bits_on_one_thread_or_two():
+    """MKL's ``?dot`` splits vectors of ≥ 8192 float32 (4096 float64) elements across threads; a Meta-World
+    policy has 14,508 parameters, whose TRPO steps then changed with the threads per run."""
+    gen = torch.Generator().manual_seed(3)
+    previous = torch.get_num_threads()
+    for dtype, n in ((torch.float32, 14508), (torch.float64, 40000)):
+        scale = torch.rand(n, generator=gen, dtype=torch.float64).to(dtype) + 0.1
+        b = torch.randn(n, generator=gen, dtype=torch.float64).to(dtype)
+        results = []
+        try:
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                result = solve(lambda v, scale=scale: scale * v, b, iters=10)
+                results.append((result.x, result.curvature(b), dot(b, scale)))
+                assert torch.get_num_threads() == threads  # restored after each product
+        finally:
+            torch.set_num_threads(previous)
+        for one, two in zip(*results, strict=True):
+            assert torch.equal(one, two), dtype

@@ -36,6 +36,7 @@ from maml import cache, policy
 from maml.envs import metaworld_tasks as mwt
 from maml.envs.metaworld_pool import (
     ACT_DIM,
+    KEEP_INSTANCES,
     OBS_DIM,
     STEP_COST_MS,
     MetaWorldPool,
@@ -47,7 +48,13 @@ from maml.envs.metaworld_pool import (
 )
 from maml.envs.metaworld_tasks import MetaWorldTask
 from maml.sampler import ENV_STREAM, episode_seed
-from maml.wave_sampler import WaveEnv, assign_slots, plan_waves, sample_in_waves
+from maml.wave_sampler import (
+    MAX_INSTANCES_PER_WORKER,
+    WaveEnv,
+    assign_slots,
+    plan_waves,
+    sample_in_waves,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ML10_TRAIN = (
@@ -250,7 +257,7 @@ def test_family_checks_meta_batch_size():
 
 # --- waves ------------------------------------------------------------------------------------------------
 def test_slots_balance_workers_with_distinct_workers_per_class():
-    assert assign_slots(["push"] * 5, 2) == {"push": [0, 1]}
+    assert assign_slots(["push"] * 5, 2) == {"push": [0, 1, 0, 1, 0]}  # a slot per episode, spread evenly
     ten = assign_slots([f"c{i}" for i in range(10)], 2)
     assert Counter(w for ws in ten.values() for w in ws) == {0: 5, 1: 5} and all(
         len(w) == 1 for w in ten.values()
@@ -294,16 +301,41 @@ def test_slots_grow_to_run_fewer_fuller_waves_within_the_memory_cap():
         assign_slots(one_each, 2, episodes_per_task=0)
 
 
-def test_waves_cover_every_episode_once():
+def test_one_class_gets_several_slots_per_worker_within_the_cap():
+    ml1_batch = ["push"] * 20  # ML1's meta-batch: 20 goals of one class, 10 episodes each
+    slots = assign_slots(ml1_batch, 2, MetaWorldPool.step_cost, episodes_per_task=10)
+    assert Counter(slots["push"]) == {0: 34, 1: 33}  # 3 waves of 67 (≤ 48 per worker), not 100 waves of 2
+    assert [len(wave) for wave in plan_waves(ml1_batch, 10, slots)] == [67, 67, 66]
+    capped = assign_slots(ml1_batch, 2, episodes_per_task=10, max_instances_per_worker=5)
+    assert Counter(capped["push"]) == {0: 5, 1: 5} and len(plan_waves(ml1_batch, 10, capped)) == 20
+    assert assign_slots(ml1_batch, 2, episodes_per_task=10, max_instances_per_worker=1) == {"push": [0, 1]}
+    for groups, workers, episodes, cap in (
+        (list(STEP_COST_MS)[:10] * 2, 2, 10, 48),  # ML10-like: 20 episodes per class, costs differ
+        (list(STEP_COST_MS)[:5] * 50, 2, 10, 48),  # ML10's meta-test: 500 episodes per class
+        (list(STEP_COST_MS)[:45], 2, 45, 48),  # ML45: 2 slots per class
+        (list(STEP_COST_MS)[:3], 4, 7, 3),
+    ):
+        slots = assign_slots(groups, workers, MetaWorldPool.step_cost, episodes, cap)
+        held = Counter(w for ws in slots.values() for w in ws)
+        assert max(held.values()) <= cap and sum(held.values()) > len(slots)
+        for ws in slots.values():  # a class's slots spread evenly over the workers
+            per_worker = Counter(ws)
+            assert max(per_worker.values()) - min(per_worker[w] for w in range(workers)) <= 1
+        loads = [sum(STEP_COST_MS[g] * ws.count(w) for g, ws in slots.items()) for w in range(workers)]
+        assert min(loads) >= 0.9 * max(loads)
+
+
+@pytest.mark.parametrize(("episodes_per_task", "cap"), [(1, 48), (3, 48), (3, 2)])
+def test_waves_cover_every_episode_once(episodes_per_task, cap):
     groups = ["a", "b", "a", "c"]
-    slots = assign_slots(groups, 2)
+    slots = assign_slots(groups, 2, episodes_per_task=episodes_per_task, max_instances_per_worker=cap)
     waves = plan_waves(groups, 3, slots)
     done = [(t, e) for wave in waves for t, e, _ in wave]
     assert sorted(done) == [(t, e) for t in range(4) for e in range(3)]
+    instances = Counter((w, g) for g, ws in slots.items() for w in ws)
     for wave in waves:
-        placed = [(w, groups[t]) for t, _, w in wave]
-        assert len(placed) == len(set(placed))  # one episode per (worker, class) instance
-        assert all(w in slots[groups[t]] for t, _, w in wave)
+        placed = Counter((w, groups[t]) for t, _, w in wave)
+        assert all(n <= instances[key] for key, n in placed.items())  # one episode per instance
 
 
 # --- the pool and the wave sampler -----------------------------------------------------------------------
@@ -364,7 +396,7 @@ def test_same_seed_same_episodes_whatever_the_workers(ml10, ml10_run, pool1, poo
 
 def test_pool_equals_a_plain_env_stepped_by_hand(ml10_run):
     tasks, episodes, stats = ml10_run
-    for t, e in ((0, 0), (0, 2), (1, 1), (3, 2)):  # reach ran twice on each worker: instances are reused
+    for t, e in ((0, 0), (0, 2), (1, 1), (3, 2)):  # reach's 6 episodes ran at once, on 3 instances per worker
         seed = episode_seed(SEED, 2, 0, t, e, ENV_STREAM)
         obs, rewards, success = replay(tasks[t], seed, episodes.actions[t, e].double().numpy(), 1.0)
         assert torch.equal(episodes.observations[t, e], torch.from_numpy(obs).float())
@@ -392,6 +424,70 @@ def test_episode_length_is_checked(ml1, pool2):
     tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 1)
     with pytest.raises(ValueError, match="max_episode_length 501 exceeds what the environments allow"):
         sample_in_waves(pool2, random_params(1), tasks, episodes_per_task=1, max_episode_length=501, seed=0)
+
+
+def test_ml1_several_instances_per_worker_same_episodes_in_fewer_waves(ml1, pool2):
+    """Push episodes give the same bits on one instance per worker (reused wave after wave) as on several per
+    worker at once, in or out of process, while fewer, fuller waves run."""
+    tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(1), 3)
+    params = random_params(len(tasks))
+    horizon = 25
+
+    def run(pool, cap):
+        calls: list[int] = []
+
+        def counted(p, obs):
+            calls.append(obs.shape[0])
+            return policy.mean_action(p, obs)
+
+        episodes, stats = sample_in_waves(
+            pool, params, tasks, episodes_per_task=4, max_episode_length=horizon, seed=SEED, epoch=1,
+            mean_action_fn=counted, max_instances_per_worker=cap,
+        )  # fmt: skip
+        return episodes, stats, calls
+
+    def assert_same(a, b):
+        (episodes, stats, _), (other, other_stats, _) = a, b
+        for f in fields(episodes):
+            if getattr(episodes, f.name) is not None:
+                assert torch.equal(getattr(other, f.name), getattr(episodes, f.name)), f.name
+        np.testing.assert_array_equal(other_stats.returns, stats.returns)
+        np.testing.assert_array_equal(other_stats.env_infos["success"], stats.env_infos["success"])
+
+    one = run(pool2, 1)  # one push instance on each worker: 6 waves of 2
+    assert one[2] == [2] * (6 * horizon)
+    assert_same(one, run(pool2, 48))  # 6 instances on each worker: 1 wave of 12
+    with MetaWorldPool(1) as pool:  # worker 0 in this process: its instances can be counted
+        for cap, waves, instances in ((3, 4, 3), (48, 1, 12), (1, 12, 12)):  # instances are kept
+            result = run(pool, cap)
+            assert result[2] == [12 // waves] * (waves * horizon)
+            assert len(pool._local.envs["push-v3"]) == instances
+            assert_same(one, result)
+
+
+def test_worker_keeps_at_most_its_cap_of_instances(ml1, ml10):
+    """Beyond ``keep`` instances a worker drops idle ones, least recently run class first; an episode on a
+    rebuilt instance is the same."""
+    assert KEEP_INSTANCES == MAX_INSTANCES_PER_WORKER
+    push = mwt.sample_train_tasks(ml1, np.random.default_rng(2), 3)
+    reach = [ml10.train["reach-v3"][i] for i in range(3)]
+    kwargs = dict(episodes_per_task=1, max_episode_length=5, seed=SEED)
+    with MetaWorldPool(1) as pool:  # worker 0 in this process
+        runner = pool._local
+        runner.keep = 4
+
+        def held():
+            return {name: len(envs) for name, envs in runner.envs.items()}
+
+        first, _ = sample_in_waves(pool, random_params(3), push, **kwargs)
+        sample_in_waves(pool, random_params(3), reach, **kwargs)
+        assert held() == {"push-v3": 1, "reach-v3": 3}  # 2 idle push instances dropped
+        again, _ = sample_in_waves(pool, random_params(3), push, **kwargs)
+        assert held() == {"push-v3": 3, "reach-v3": 1}
+        assert torch.equal(again.observations, first.observations)
+        assert torch.equal(again.rewards, first.rewards)
+        sample_in_waves(pool, random_params(6), push + reach, **kwargs)  # a wave that needs 6 keeps them
+        assert held() == {"push-v3": 3, "reach-v3": 3}
 
 
 @pytest.mark.filterwarnings(SCRIPTED_WARNING)
@@ -429,7 +525,7 @@ def test_scripted_push_succeeds_with_exact_counts(ml1, pool2):
     assert stats.env_infos["success"].mean() >= 0.8
     assert sum(pool2.episodes.values()) - episodes_before == 10
     assert sum(pool2.env_steps.values()) - steps_before == 1000 == stats.num_env_steps
-    assert len(calls) == 5 * 100 and set(calls) == {2}  # 5 waves of 2 episodes (push on both workers)
+    assert len(calls) == 100 and set(calls) == {10}  # 1 wave of 10 episodes (5 push instances per worker)
     assert (episodes.rewards.sum(-1) > 300).all()
     for t, e in (
         (0, 1),
@@ -481,9 +577,8 @@ def test_crashed_worker_is_reported_and_the_pool_stops(ml1):
             os.kill(pids[1], signal.SIGKILL)
         return policy.mean_action(params, obs)
 
-    message = (
-        rf"worker 1 \(pid {pids[1]}\) killed by SIGKILL while running push-v3 train goal {tasks[0].goal}$"
-    )
+    running = ", ".join(f"push-v3 train goal {t.goal}" for t in tasks)  # worker 1: an episode of each
+    message = rf"worker 1 \(pid {pids[1]}\) killed by SIGKILL while running {running}$"
     with pytest.raises(WorkerError, match=message):
         sample_in_waves(
             pool,

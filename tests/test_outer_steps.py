@@ -182,6 +182,7 @@ def test_adam_outer_steps_take_exactly_the_meta_gradient_step(name, explicit_pas
     torch.testing.assert_close(delta, adam_first_step(grad), rtol=1e-9, atol=1e-15)
     assert not torch.allclose(delta, adam_first_step(first_order), rtol=1e-9, atol=1e-15)
     assert stats["LossAfter"] < stats["LossBefore"]
+    assert stats["dLoss"] == stats["LossBefore"] - stats["LossAfter"]
     assert stats["LossBefore"] == pytest.approx(
         oracle.meta_objective(theta, batch, reference, MAML.inner_lr).item()
     )
@@ -190,6 +191,23 @@ def test_adam_outer_steps_take_exactly_the_meta_gradient_step(name, explicit_pas
     inner = meta.vpg_loss(policy.broadcast(last, 1), batch.pre[0].task(SPEC.num_tasks - 1)).sum()
     garage_dir = meta.flatten(list(torch.autograd.grad(inner, list(last.values()))))
     assert _cosine(delta, -garage_dir) < 0.9
+
+
+@pytest.mark.parametrize("name", ["ppo", "vpg"])
+def test_adam_outer_step_through_two_inner_steps_is_the_oracle_step(name):
+    """Two inner steps, second order: beyond the explicit passes (``gauss_newton.supports``), so the outer
+    step back-propagates through both adaptations and moves θ along the oracle's meta-gradient."""
+    theta, batch = build(SPEC, seed=7, dtype=torch.float64, num_grad_updates=2)
+    maml_cfg = replace(MAML, num_grad_updates=2)
+    surrogate, reference, _ = OUTER_LOSSES[name]
+    grad = _flat(oracle.meta_gradient(theta, batch, reference, MAML.inner_lr))
+    leaf = meta.requires_grad(theta)
+    stats = adam_outer_step(leaf, torch.optim.SGD(list(leaf.values()), lr=0.1), batch, maml_cfg, surrogate)
+    torch.testing.assert_close(_flat(leaf) - _flat(theta), -0.1 * grad, rtol=1e-10, atol=1e-14)
+    assert stats["LossAfter"] < stats["LossBefore"]
+    assert stats["LossBefore"] == pytest.approx(
+        oracle.meta_objective(theta, batch, reference, MAML.inner_lr).item(), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("name", ["ppo", "vpg"])
@@ -224,6 +242,23 @@ def test_ppo_several_epochs_keep_improving():
     assert losses[1] < losses[0]
 
 
+def test_one_adam_step_makes_ppo_the_vpg_step():
+    """garage's MAML-PPO takes one Adam step per meta-update, with the likelihood ratio taken against the
+    policy that sampled: the ratio is exactly 1 where the gradient is taken, the clip never acts, and the step
+    is MAML-VPG's to rounding. Nothing bounds it (the README's MAML-PPO finding). From the second Adam step
+    on, the ratio leaves 1 and the two steps part."""
+    theta, batch = build(SPEC, seed=4, dtype=torch.float64)
+    steps = {}
+    for epochs in (1, 3):
+        for name, outer_step in (("ppo", ppo.ppo_step), ("vpg", vpg.vpg_step)):
+            leaf = meta.requires_grad(theta)
+            cfg = AdamConfig(epochs=epochs, outer_lr=1e-2)
+            outer_step(leaf, make_optimizer(leaf, cfg), batch, MAML, cfg)
+            steps[name, epochs] = _flat(leaf) - _flat(theta)
+    torch.testing.assert_close(steps["ppo", 1], steps["vpg", 1], rtol=1e-12, atol=1e-15)
+    assert _rel_err(steps["ppo", 3], steps["vpg", 3]) > 1e-3
+
+
 def test_trpo_step_is_deterministic_both_ways():
     def run(seed):
         theta, batch = build(SPEC, seed=seed, dtype=torch.float32)
@@ -232,6 +267,22 @@ def test_trpo_step_is_deterministic_both_ways():
     (a, sa), (b, sb), (c, sc) = run(7), run(7), run(8)
     assert sa == sb and all(torch.equal(a[n], b[n]) for n in a)
     assert sa != sc and not all(torch.equal(a[n], c[n]) for n in a)
+
+
+def test_trpo_step_is_the_same_on_one_thread_or_two():
+    """A Meta-World-sized policy (14,508 parameters: over the size at which MKL threads a dot product) takes
+    the same step on 1 and 2 threads: the number of threads per run must not change a result."""
+    spec = SyntheticSpec(num_tasks=2, episodes=2, horizon=6, obs_dim=39, act_dim=4, hidden_sizes=(100, 100))
+    theta, batch = build(spec, seed=3, dtype=torch.float32)
+    previous, runs = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            runs.append(trpo.trpo_step(theta, batch, MAMLConfig(meta_batch_size=2), TRPOConfig()))
+    finally:
+        torch.set_num_threads(previous)
+    (a, stats_a), (b, stats_b) = runs
+    assert stats_a == stats_b and all(torch.equal(a[n], b[n]) for n in a)
 
 
 def test_trainer_takes_outer_epochs_adam_steps_per_meta_update(tmp_path, monkeypatch):

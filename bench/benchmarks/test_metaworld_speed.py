@@ -1,13 +1,15 @@
-"""Env-steps per second of the Meta-World wave sampler on ML10 against gymnasium's vector env, measured in
-the same rounds (so the ratio compares like with like on a noisy, shared machine).
+"""Env-steps per second of the Meta-World wave sampler on ML10, ML1 push and ML45 against gymnasium's vector
+env, measured in the same rounds (so the ratio compares like with like on a noisy, shared machine).
 
 - ours: :func:`maml.wave_sampler.sample_in_waves` on a :class:`~maml.envs.metaworld_pool.MetaWorldPool`
-  with one worker per core (all of them processes, or worker 0 in the calling process): ``NUM_TASKS`` ML10
-  train tasks (2 goals of each of the 10 classes), one episode each, one batched policy call per time step of
-  a wave;
-- gymnasium: ``gym.make_vec("Meta-World/ML10-train", vector_strategy="sync", meta_batch_size=NUM_TASKS)``,
-  the same number of environments (one per task) and episodes, with one batched policy call per step (the
-  way a gymnasium user samples a meta-batch; ``sample_tasks`` is called, untimed, before each timed reset).
+  with one worker per core (all of them processes, or worker 0 in the calling process): a meta-batch of
+  train tasks (ML10: ``NUM_TASKS``, 2 goals of each of the 10 classes; ML1 push: ``NUM_TASKS`` goals of
+  push, several push instances per worker; ML45: ``ML45_TASKS``, one goal per class), one episode each, one
+  batched policy call per time step of a wave;
+- gymnasium: ``gym.make_vec("Meta-World/ML10-train", vector_strategy="sync", meta_batch_size=NUM_TASKS)``
+  (``ML1-train`` with ``env_name="push-v3"``, ``ML45-train``), the same number of environments (one per
+  task) and episodes, with one batched policy call per step (the way a gymnasium user samples a meta-batch;
+  ``sample_tasks`` is called, untimed, before each timed reset).
 
 Both time one reset and ``HORIZON`` steps per episode, policy included, and the same policy ((100, 100)
 tanh, garage's Meta-World examples). Run with
@@ -28,12 +30,15 @@ import torch
 from maml import policy
 from maml.envs.metaworld_pool import MetaWorldPool, default_num_workers
 from maml.envs.metaworld_tasks import load_task_set, sample_train_tasks
-from maml.wave_sampler import sample_in_waves
+from maml.wave_sampler import assign_slots, plan_waves, sample_in_waves
 
 from .conftest import steps_per_second
 
 NUM_TASKS = 20
-"""garage's ML10 meta_batch_size (2 goals × 10 classes); gymnasium's ML10-train needs a multiple of 10."""
+"""garage's ML10 and ML1 meta_batch_size (ML10: 2 goals × 10 classes; gymnasium's ML10-train needs a multiple
+of 10)."""
+ML45_TASKS = 45
+"""garage's ML45 meta_batch_size (one goal of each class)."""
 HORIZON = 150
 """Steps per episode (a short benchmark; the full profile runs 500)."""
 HIDDEN = (100, 100)
@@ -64,25 +69,66 @@ def gymnasium_steps(venv: gymnasium.vector.VectorEnv, params: policy.Params) -> 
         torch.set_num_threads(previous_threads)
 
 
-@pytest.fixture(scope="module")
-def ml10_batch():
-    """The tasks, the task-batched policy and gymnasium's vector env (built once: ML10 takes ~15 s)."""
-    tasks = sample_train_tasks(load_task_set("ml10"), np.random.default_rng(SEED), NUM_TASKS)
+def make_batch(task_set: str, gym_id: str, num_tasks: int, **gym_kwargs):
+    """The tasks, the task-batched policy and gymnasium's vector env with one environment per task."""
+    tasks = sample_train_tasks(load_task_set(task_set), np.random.default_rng(SEED), num_tasks)
     theta = policy.init_params(39, 4, HIDDEN, torch.Generator().manual_seed(SEED))
     venv = gymnasium.make_vec(
-        "Meta-World/ML10-train", vector_strategy="sync", meta_batch_size=NUM_TASKS, seed=SEED
+        gym_id, vector_strategy="sync", meta_batch_size=num_tasks, seed=SEED, **gym_kwargs
     )
-    assert venv.num_envs == NUM_TASKS
-    yield tasks, policy.broadcast(theta, NUM_TASKS), venv
-    venv.close()
+    assert venv.num_envs == num_tasks
+    return task_set, tasks, policy.broadcast(theta, num_tasks), venv
+
+
+@pytest.fixture(scope="module")
+def ml10_batch():
+    """ML10 (built once: ML10 takes ~15 s)."""
+    batch = make_batch("ml10", "Meta-World/ML10-train", NUM_TASKS)
+    yield batch
+    batch[-1].close()
+
+
+@pytest.fixture(scope="module")
+def ml1_push_batch():
+    """ML1 push: ``NUM_TASKS`` goals of one class."""
+    # 40 of the 50 goals: gymnasium's ML1 splits a class's goals evenly over its environments
+    gym_kwargs = dict(env_name="push-v3", total_tasks_per_cls=2 * NUM_TASKS)
+    batch = make_batch("ml1_push", "Meta-World/ML1-train", NUM_TASKS, **gym_kwargs)
+    yield batch
+    batch[-1].close()
+
+
+@pytest.fixture(scope="module")
+def ml45_batch():
+    """ML45: one goal of each of the 45 train classes."""
+    batch = make_batch("ml45", "Meta-World/ML45-train", ML45_TASKS)
+    yield batch
+    batch[-1].close()
 
 
 @pytest.mark.parametrize("in_process_worker", [False, True], ids=["worker-processes", "worker-0-in-process"])
 def test_metaworld_ml10_sampler_speed(benchmark, ml10_batch, in_process_worker):
-    tasks, params, venv = ml10_batch
-    steps = NUM_TASKS * HORIZON
+    measure(benchmark, ml10_batch, in_process_worker)
+
+
+def test_metaworld_ml1_push_sampler_speed(benchmark, ml1_push_batch):
+    """One class: its episodes share each worker's instances of push (several per worker)."""
+    measure(benchmark, ml1_push_batch, in_process_worker=True)
+
+
+def test_metaworld_ml45_sampler_speed(benchmark, ml45_batch):
+    measure(benchmark, ml45_batch, in_process_worker=True)
+
+
+def measure(benchmark, batch, in_process_worker: bool) -> None:
+    """Time ``ROUNDS`` rounds of ours, each after a round of gymnasium's; speeds into ``extra_info``."""
+    task_set, tasks, params, venv = batch
+    num_tasks = len(tasks)
+    steps = num_tasks * HORIZON
     num_workers = default_num_workers()
     pool = MetaWorldPool(num_workers, in_process_worker=in_process_worker)
+    groups = [pool.group_of(task) for task in tasks]
+    slots = assign_slots(groups, num_workers, pool.step_cost)
     seconds: dict[str, list[float]] = {"ours": [], "gymnasium": []}
     rounds = iter(range(1000))
 
@@ -107,8 +153,10 @@ def test_metaworld_ml10_sampler_speed(benchmark, ml10_batch, in_process_worker):
     best, median = steps_per_second(seconds, steps, ROUNDS)
     benchmark.extra_info.update(
         {
-            "num_envs": NUM_TASKS,
+            "task_set": task_set,
+            "num_envs": num_tasks,
             "horizon": HORIZON,
+            "waves": len(plan_waves(groups, 1, slots)),
             "workers": num_workers,
             "worker_processes": len(pool.pids),
             "cores": default_num_workers(),

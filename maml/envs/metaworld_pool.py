@@ -1,11 +1,14 @@
 """Meta-World environments in a pool of worker processes, stepped in lockstep by :mod:`maml.wave_sampler`.
 
 A Meta-World step costs 0.5–1.7 ms, mostly Python (shared/docs/environment.md), so threads do not help:
-sampling needs one process per core. Each worker holds at most one environment instance per Meta-World class
-it has run (~21 MB each), built the first time it gets an episode of that class and switched between goals
-with ``set_task``, never rebuilt per task. The main process says which episodes run where
-(:meth:`MetaWorldPool.reset`: episode ``i`` on worker ``workers[i]``, at most one episode per worker and
-class) and sends every worker the actions of its episodes at each step (:meth:`MetaWorldPool.step`).
+sampling needs one process per core. Each worker holds, per Meta-World class it has run, as many environment
+instances as the most episodes of that class it has run at once (~21 MB each; :mod:`maml.wave_sampler` runs
+at most ``MAX_INSTANCES_PER_WORKER`` at once on a worker), each built the first time it is needed and switched
+between goals with ``set_task``, never rebuilt per task; beyond :data:`KEEP_INSTANCES` instances a worker
+drops idle ones, least recently run class first. The main process says which episodes run where
+(:meth:`MetaWorldPool.reset`: episode ``i`` on worker ``workers[i]``; the ``k``-th episode of a class on a
+worker runs on that worker's ``k``-th instance of the class) and sends every worker the actions of its
+episodes at each step (:meth:`MetaWorldPool.step`).
 
 Each episode, on its worker: ``env.set_task(task)``, then ``env.seed(s)`` and ``env.reset(seed=s)`` with
 ``s`` drawn from the episode's ``SeedSequence``. (Meta-World 3.1.1's ``reset`` drops its ``seed`` argument
@@ -30,6 +33,7 @@ pool.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import pickle
@@ -127,6 +131,13 @@ included, and replays pool episodes in an unpatched environment); in v3 it only 
 change anyway."""
 
 
+KEEP_INSTANCES = 48
+"""Environment instances a worker keeps between waves (as many as :data:`maml.wave_sampler.
+MAX_INSTANCES_PER_WORKER`, so ~1.1 GB: ~21 MB per push-v3 instance added to a worker, measured as its RSS,
+1 → 48 instances 334 → 1368 MB). Beyond it the worker drops instances that the current wave does not run,
+those of the least recently run class first (a wave that needs more keeps them all)."""
+
+
 class WorkerError(RuntimeError):
     """A worker raised an exception or died; the message names the worker and the tasks it was running."""
 
@@ -173,36 +184,67 @@ def make_env(task: Any) -> SawyerXYZEnv:
 
 
 class _Runner:
-    """A worker's environments: at most one instance per class, built on first use, reused across tasks."""
+    """A worker's environments: instances of each class, built on first use, reused across tasks."""
 
-    def __init__(self, action_scale: float, fast: bool) -> None:
+    def __init__(self, action_scale: float, fast: bool, keep: int = KEEP_INSTANCES) -> None:
         self.action_scale = action_scale
         self.fast = fast
-        self.envs: dict[str, SawyerXYZEnv] = {}
+        self.keep = keep
+        self.envs: dict[str, list[SawyerXYZEnv]] = {}
+        self.last_run: dict[str, int] = {}
+        """The reset that last ran each class (idle instances of the least recent go first)."""
+        self.resets = 0
         self.running: list[SawyerXYZEnv] = []
         self.current = -1
         """Index of the episode being reset or stepped (names the task when it fails)."""
 
-    def env(self, task: Any) -> SawyerXYZEnv:
-        env = self.envs.get(task.env_name)
-        if env is None:
-            env = self.envs[task.env_name] = make_env(task)
+    def env(self, task: Any, index: int) -> SawyerXYZEnv:
+        """Instance ``index`` of the task's class (built, with any before it, if the worker lacks it)."""
+        envs = self.envs.setdefault(task.env_name, [])
+        while len(envs) <= index:
+            env = make_env(task)
             if self.fast:  # this instance only: other Meta-World environments of the process keep their code
                 env.touching_object = types.MethodType(touching_object_fast, env)
-        return env
+            envs.append(env)
+        return envs[index]
 
     def reset(self, payload: Sequence[tuple[Any, int]]) -> NDArray[np.float64]:
-        """``[(Task, seed), …]`` → observations ``[k, 39]``; these episodes are then the running ones."""
+        """``[(Task, seed), …]`` → observations ``[k, 39]``; these episodes are then the running ones, each
+        on its own instance (the ``j``-th episode of a class on the class's ``j``-th instance)."""
         self.running = []
         reply = np.empty((len(payload), OBS_DIM))
+        seen: Counter[str] = Counter()
         for i, (task, seed) in enumerate(payload):
             self.current = i
-            env = self.env(task)
+            env = self.env(task, seen[task.env_name])
+            seen[task.env_name] += 1
             env.set_task(task)
             env.seed(seed)
             reply[i], _ = env.reset(seed=seed)
             self.running.append(env)
+        self.resets += 1
+        self.last_run.update(dict.fromkeys(seen, self.resets))
+        self.drop_idle(seen)
         return reply
+
+    def drop_idle(self, running: Counter[str]) -> None:
+        """Close instances not running (``running``: instances in use per class, the first of each class's
+        list) until the worker holds at most ``keep``, least recently run class first."""
+        excess = sum(map(len, self.envs.values())) - self.keep
+        dropped = False
+        for name in sorted(self.envs, key=lambda n: self.last_run.get(n, 0)):
+            if excess <= 0:
+                break
+            envs = self.envs[name]
+            drop = min(excess, len(envs) - running[name])
+            if drop > 0:
+                for env in envs[-drop:]:
+                    env.close()
+                del envs[-drop:]
+                excess -= drop
+                dropped = True
+        if dropped:
+            gc.collect()  # an instance is a reference cycle (its fast contact test is bound to it, and more)
 
     def step(self, actions: NDArray[np.floating]) -> NDArray[np.float64]:
         """Policy actions ``[k, 4]`` → ``[k, 41]``: each running episode's observation, reward and success."""
@@ -371,8 +413,8 @@ class MetaWorldPool:
     ) -> NDArray[np.float64]:
         """Start episode ``i`` of task ``tasks[i]`` on worker ``workers[i]`` with reset seed ``seeds[i]``.
 
-        At most one episode per worker and class. Returns observations ``[n, 39]``; :meth:`step` then steps
-        exactly these episodes.
+        A worker runs several episodes of a class on as many instances. Returns observations ``[n, 39]``;
+        :meth:`step` then steps exactly these episodes.
         """
         num = len(tasks)
         if len(workers) != num or len(seeds) != num:
@@ -380,16 +422,9 @@ class MetaWorldPool:
                 f"need one worker and one seed per task ({num}), got {len(workers)}, {len(seeds)}"
             )
         rows: list[list[int]] = [[] for _ in self._workers]
-        placed: set[tuple[int, str]] = set()
-        for i, (worker, task) in enumerate(zip(workers, tasks, strict=True)):
+        for i, worker in enumerate(workers):
             if not 0 <= worker < self.num_workers:
                 raise ValueError(f"worker {worker} out of range: the pool has {self.num_workers} workers")
-            if (worker, task.class_name) in placed:
-                raise ValueError(
-                    f"two episodes of {task.class_name} on worker {worker}: "
-                    "a worker holds one instance per class"
-                )
-            placed.add((worker, task.class_name))
             rows[worker].append(i)
         self._rows, self._running = rows, list(tasks)
         replies = self._call(
