@@ -426,8 +426,8 @@ def _preload() -> None:
     __import__("pytest")
 
 
-def _child(mutant: Mutant, tests: list[str]) -> None:
-    """Runs in the forked child; never returns."""
+def _child(mutant: Mutant | None, tests: list[str]) -> None:
+    """Runs in the forked child (``mutant=None``: the sources as they are); never returns."""
     code = 3
     try:
         os.setpgid(0, 0)
@@ -438,15 +438,17 @@ def _child(mutant: Mutant, tests: list[str]) -> None:
         import torch
 
         torch.set_num_threads(1)
-        source = mutant.apply((ROOT / mutant.path).read_bytes())
-        sys.meta_path.insert(0, _Overlay(_module_name(mutant.path), ROOT / mutant.path, source))
+        if mutant is not None:
+            source = mutant.apply((ROOT / mutant.path).read_bytes())
+            sys.meta_path.insert(0, _Overlay(_module_name(mutant.path), ROOT / mutant.path, source))
         os.chdir(ROOT)
         code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests]))
     finally:
         os._exit(code)
 
 
-def judge(mutant: Mutant, tests: list[str], timeout: float) -> tuple[str, float]:
+def _pytest_in_child(mutant: Mutant | None, tests: list[str], timeout: float) -> int | None:
+    """pytest's exit code, or None past the timeout (the child's process group is killed)."""
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:
@@ -454,21 +456,25 @@ def judge(mutant: Mutant, tests: list[str], timeout: float) -> tuple[str, float]
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            break
+            return os.waitstatus_to_exitcode(status)
         if time.monotonic() - started > timeout:
             os.killpg(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            return "killed (timeout)", time.monotonic() - started
+            return None
         time.sleep(0.05)
+
+
+def judge(mutant: Mutant, tests: list[str], timeout: float) -> tuple[str, float]:
+    """The mutant's outcome and the seconds it took. pytest exits 2 when collection breaks and 4 when a
+    conftest cannot be imported (a mutant that raises at import): killed, if the sources as they are pass
+    the same tests (checked for exit 4, which also means a usage error)."""
+    started = time.monotonic()
+    code = _pytest_in_child(mutant, tests, timeout)
+    if code == 4 and _pytest_in_child(None, tests, timeout) == 0:
+        code = 2
     elapsed = time.monotonic() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code == 0:
-        return "survived", elapsed
-    if code == 1:
-        return "killed", elapsed
-    if code == 2:
-        return "killed (collection error)", elapsed
-    return f"error (pytest exit {code})", elapsed
+    outcomes = {None: "killed (timeout)", 0: "survived", 1: "killed", 2: "killed (collection error)"}
+    return outcomes.get(code, f"error (pytest exit {code})"), elapsed
 
 
 WIDE_BUDGET_S = 300.0
@@ -476,7 +482,7 @@ WIDE_BUDGET_S = 300.0
 (their durations in the map): module-level constants are covered by hundreds of tests."""
 
 
-def covering_tests(mutant: Mutant, record: dict) -> list[str]:
+def covering_tests(mutant: Mutant, record: dict, budget: float | None = None) -> list[str]:
     tests = record["tests"]
     by_line = record["lines"].get(mutant.path, {})
     names = set()
@@ -485,11 +491,13 @@ def covering_tests(mutant: Mutant, record: dict) -> list[str]:
     eligible = sorted(
         (n for n in names if n in tests and tests[n]["passed"]), key=lambda n: (tests[n]["duration"], n)
     )
-    if mutant.cover_from == mutant.cover_to:
-        return eligible
+    if budget is None:
+        if mutant.cover_from == mutant.cover_to:
+            return eligible
+        budget = WIDE_BUDGET_S
     chosen, spent = [], 0.0
     for name in eligible:
-        if chosen and spent + tests[name]["duration"] > WIDE_BUDGET_S:
+        if chosen and spent + tests[name]["duration"] > budget:
             break
         chosen.append(name)
         spent += tests[name]["duration"]
@@ -504,7 +512,12 @@ def _map_is_stale(only: list[str] | None) -> bool:
     return any(digests.get(p) != _digest(p) for p in (only or targets()))
 
 
-def run_mutants(only: list[str] | None, limit: int | None, survivors: bool = False) -> int:
+def run_mutants(
+    only: list[str] | None, limit: int | None, survivors: bool = False, budget: float | None = None
+) -> int:
+    """Judge what is new (or, with ``survivors``, what survived before). ``budget``: a quick pass that runs
+    only the fastest covering tests up to that many seconds each; its survivors are judged again in full by
+    a pass with ``survivors`` and no budget."""
     from tqdm import tqdm
 
     map_file = OUT / "map.json"
@@ -523,7 +536,10 @@ def run_mutants(only: list[str] | None, limit: int | None, survivors: bool = Fal
         last = done.get(m.key, {})
         if last.get("digest") != digests[m.path]:
             return True
-        return survivors and last["outcome"] in ("survived", "uncovered")
+        if not survivors or last["outcome"].split(" ")[0] not in ("survived", "uncovered", "error"):
+            return False
+        before_the_map = last.get("judged_at", 0.0) < map_file.stat().st_mtime  # tests added since
+        return before_the_map or (budget is None and last.get("budget") is not None)
 
     todo = [m for m in all_mutants(only) if pending(m)][: limit or None]
     print(f"{len(todo)} mutants to judge ({len(done)} judged before)")
@@ -531,7 +547,7 @@ def run_mutants(only: list[str] | None, limit: int | None, survivors: bool = Fal
     counts: Counter[str] = Counter()
     with results_file.open("a") as out, tqdm(todo, unit="mutant", dynamic_ncols=True) as bar:
         for mutant in bar:
-            tests = covering_tests(mutant, record)
+            tests = covering_tests(mutant, record, budget)
             if tests:
                 budget = sum(record["tests"][t]["duration"] for t in tests)
                 outcome, elapsed = judge(mutant, tests, timeout=60 + 3 * budget)
@@ -539,6 +555,7 @@ def run_mutants(only: list[str] | None, limit: int | None, survivors: bool = Fal
                 outcome, elapsed = "uncovered", 0.0
             counts[outcome.split(" ")[0]] += 1
             row = {**asdict(mutant), "digest": digests[mutant.path], "outcome": outcome, "tests": len(tests)}
+            row["budget"], row["judged_at"] = budget, time.time()
             row["seconds"] = round(elapsed, 2)
             out.write(json.dumps(row) + "\n")
             out.flush()
@@ -618,6 +635,9 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument(
         "--survivors", action="store_true", help="judge the survivors again (after adding and mapping tests)"
     )
+    run_parser.add_argument(
+        "--budget", type=float, metavar="S", help="quick pass: the fastest covering tests, S seconds each"
+    )
     all_parser = sub.add_parser("all", help="map (if missing or stale), run, report: nox -s mutants")
     all_parser.add_argument("--only", nargs="+", metavar="PATH", help="only these target files")
     sub.add_parser("list", help="print every mutant's key")
@@ -631,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"not a mutation target: {', '.join(unknown)} (targets: {', '.join(targets())})")
     if args.command == "run":
-        return run_mutants(args.only, args.limit, args.survivors)
+        return run_mutants(args.only, args.limit, args.survivors, args.budget)
     if args.command == "all":
         if _map_is_stale(args.only):
             map_tests([])

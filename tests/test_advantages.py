@@ -87,6 +87,30 @@ def test_baseline_recovers_exactly_linear_targets():
     assert (predicted - targets * mask).abs().max() < 1e-6 * targets.abs().max()
 
 
+def test_baseline_retries_a_singular_task_with_ten_times_the_regulariser():
+    """garage's retry: a task whose ridge solution is not finite is solved again with reg ×10. Task 1's two
+    features are equal and huge (XᵀX = 1e13 in every entry): 1e13 + 1e-5 and 1e13 + 1e-4 round to 1e13 in
+    float64, the system stays singular (NaN), and 1e-3 is the first regulariser that counts. Task 0 is
+    solved at the first try and must not change with task 1's retries."""
+    gen = torch.Generator().manual_seed(2)
+    feats = torch.randn(2, 1, 4, 2, generator=gen, dtype=torch.float64)
+    feats[1] = (1e13 / 4) ** 0.5
+    returns = torch.randn(2, 1, 4, generator=gen, dtype=torch.float64)
+    mask = torch.ones(2, 1, 4, dtype=torch.float64)
+    x, y = feats.flatten(1, 2), returns.flatten(1, 2)
+    gram, rhs = x.transpose(1, 2) @ x, (x.transpose(1, 2) @ y.unsqueeze(-1)).squeeze(-1)
+
+    def solve(task, reg):
+        return torch.linalg.solve(gram[task] + reg * torch.eye(2, dtype=torch.float64), rhs[task])
+
+    assert not torch.isfinite(
+        torch.linalg.solve_ex(gram[1] + 1e-4 * torch.eye(2, dtype=torch.float64), rhs[1])[0]
+    ).all()
+    weights = baseline.fit(feats, returns, mask)
+    assert torch.equal(weights[0], solve(0, baseline.REG_COEFF))
+    assert torch.equal(weights[1], solve(1, 1e-3)) and weights[1].abs().min() > 0
+
+
 def test_baseline_features_clip_and_time():
     obs = torch.full((1, 1, 3, 2), 50.0)
     feats = baseline.features(obs, torch.ones(1, 1, 3))

@@ -45,6 +45,11 @@ def add_run_options(parser: argparse.ArgumentParser, default_profile: str) -> No
         "--ray-address", default=None, help="Ray cluster address (default: start a local Ray)"
     )
     parser.add_argument(
+        "--sampler-actors", type=int, default=0, metavar="N",
+        help="with --executor ray: each Meta-World run samples on N Ray actors anywhere in the cluster (the "
+        "same episodes; the run needs N + 1 CPUs) (default: 0, worker processes beside the run)",
+    )  # fmt: skip
+    parser.add_argument(
         "--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default: %(default)s)"
     )
     parser.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: one per core)")
@@ -111,6 +116,10 @@ def train(args: argparse.Namespace, experiments: list[str]) -> int:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     if args.log_every is not None and args.log_every < 0:
         raise ConfigError(f"--log-every must be at least 0, got {args.log_every}")
+    if args.sampler_actors < 0:
+        raise ConfigError(f"--sampler-actors must be at least 0, got {args.sampler_actors}")
+    if args.sampler_actors and args.executor != "ray":
+        raise ConfigError("--sampler-actors needs --executor ray")
     experiments, seeds = _unique(experiments, "experiments"), _unique(args.seeds, "seeds")
     configs = [(name, apply_overrides(preset(name, args.profile), args.overrides)) for name in experiments]
     _check_device(configs, args.executor)
@@ -128,10 +137,11 @@ def train(args: argparse.Namespace, experiments: list[str]) -> int:
         resuming = sum(int(manifests[spec.name].get("epochs_completed", 0)) > 0 for spec in todo)
         kinds = ((len(todo) - resuming, "new"), (resuming, "to resume"), (len(finished), "already finished"))
         counts = ", ".join(f"{count} {what}" for count, what in kinds if count)
+        actors = f" and {args.sampler_actors} sampler actors" if args.sampler_actors else ""
         print(
             f"{len(specs)} runs ({len(experiments)} experiments × {len(seeds)} seeds), profile "
-            f"{args.profile}: {counts}; {args.executor} executor, {specs[0].threads} thread(s) per run → "
-            f"{args.results}",
+            f"{args.profile}: {counts}; {args.executor} executor, {specs[0].threads} thread(s){actors} "
+            f"per run → {args.results}",
             flush=True,
         )
         for name, epochs in finished.items():
@@ -139,7 +149,9 @@ def train(args: argparse.Namespace, experiments: list[str]) -> int:
         if not todo:
             return 0
         start = time.perf_counter()
-        outcome = execute(todo, args.executor, args.ray_address, not args.no_progress, args.log_every)
+        outcome = execute(
+            todo, args.executor, args.ray_address, not args.no_progress, args.log_every, args.sampler_actors
+        )
     parts = [f"{len(outcome.summaries)} runs done", f"{len(outcome.failures)} failed"]
     if outcome.interrupted:
         parts.append(f"{len(outcome.interrupted)} interrupted")

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from bench import files
 from bench import run_format as rf
-from bench.run import interrupts
+from bench.run import families, interrupts
 from bench.run.experiments import ExperimentConfig
 from bench.run.trainer import RunSpec, RunSummary, Trainer, evaluates, meta_test_env_steps
 
@@ -87,9 +87,11 @@ def plan(
     ]
 
 
-def train_one(spec: RunSpec) -> RunSummary:
-    """Entry point of a worker process or Ray task."""
-    return Trainer(spec).run()
+def train_one(spec: RunSpec, sampler_actors: int = 0) -> RunSummary:
+    """Entry point of a worker process or Ray task; ``sampler_actors`` > 0 samples a Meta-World run on that
+    many Ray actors (:func:`bench.run.families.sampler_actors`)."""
+    with families.sampler_actors(sampler_actors):
+        return Trainer(spec).run()
 
 
 def _worker_init(parent: int) -> None:
@@ -465,11 +467,17 @@ def run_ray(
     show_progress: bool = True,
     max_retries: int = 3,
     log_every: int | None = None,
+    sampler_actors: int = 0,
 ) -> Outcome:
     """Submit each run as a Ray task (``num_cpus`` = its threads), retried on worker failure.
 
+    ``sampler_actors`` > 0: each Meta-World run samples on that many Ray actors of one CPU each, placed
+    anywhere in the cluster (:class:`maml.envs.ray_pool.RayMetaWorldPool`), and its own task asks for one
+    CPU (the policy and the updates), so a run needs ``sampler_actors + 1`` CPUs of the cluster.
+
     ``address`` joins an existing cluster (the results folder must then be on storage every node sees);
-    without it a local Ray instance is started with this machine's cores and stopped afterwards.
+    without it a local Ray instance is started with this machine's cores (at least ``sampler_actors + 1``)
+    and stopped afterwards.
     A retried task resumes from the run's last checkpoint. A stop signal cancels the tasks (Ray raises
     ``KeyboardInterrupt`` in a running one: its trainer records what it kept).
     """
@@ -480,14 +488,19 @@ def run_ray(
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=available_cores(), include_dashboard=False, log_to_driver=False)
+            # a run with sampler actors needs their CPUs and its own: Ray's CPUs are logical, so one
+            # machine may hold them all (at the speed of its cores)
+            cpus = max(available_cores(), sampler_actors + 1)
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     outcome = Outcome()
     console = Console(specs, show_progress, log_every)
     try:
         with _Stop(lambda signum: None) as stop:
             remote = ray.remote(max_retries=max_retries)(train_one)
             refs = {
-                remote.options(num_cpus=spec.threads, name=f"maml-bench {spec.name}").remote(spec): spec
+                remote.options(
+                    num_cpus=1 if sampler_actors else spec.threads, name=f"maml-bench {spec.name}"
+                ).remote(spec, sampler_actors): spec
                 for spec in specs
             }
             pending = list(refs)
@@ -525,10 +538,13 @@ def execute(
     ray_address: str | None = None,
     show_progress: bool = True,
     log_every: int | None = None,
+    sampler_actors: int = 0,
 ) -> Outcome:
-    """Run the specs with the named executor."""
+    """Run the specs with the named executor (``sampler_actors``: Ray only, see :func:`run_ray`)."""
+    if sampler_actors and executor != "ray":
+        raise ValueError("sampler actors need the Ray executor")
     if executor == "local":
         return run_local(specs, show_progress, log_every)
     if executor == "ray":
-        return run_ray(specs, ray_address, show_progress, log_every=log_every)
+        return run_ray(specs, ray_address, show_progress, log_every=log_every, sampler_actors=sampler_actors)
     raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")

@@ -8,7 +8,9 @@ pool, sampled by :func:`maml.wave_sampler.sample_in_waves`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -21,9 +23,26 @@ from maml.wave_sampler import WaveEnv
 if TYPE_CHECKING:  # Meta-World is imported when a Meta-World family is made (0.7 s)
     from maml.envs.metaworld_pool import MetaWorldPool
     from maml.envs.metaworld_tasks import MetaWorldTask, TaskSet
+    from maml.envs.ray_pool import RayMetaWorldPool
 
 METAWORLD_ENVS = ("ml1_push", "ml10", "ml45")
 """Experiment envs served by :class:`MetaWorldFamily` (:data:`maml.envs.metaworld_tasks.BENCHMARKS`)."""
+SAMPLER_ACTORS: ContextVar[int] = ContextVar("sampler_actors", default=0)
+"""Ray actors that sample the Meta-World families made in this context (0: the local worker pool); set with
+:func:`sampler_actors` (the Ray executor's ``--sampler-actors``). Not a config field: the episodes are the
+same bits either way, so a run may resume on the other sampler."""
+
+
+@contextlib.contextmanager
+def sampler_actors(count: int) -> Iterator[None]:
+    """Meta-World families made inside the block sample on ``count`` Ray actors (0: the local pool)."""
+    if count < 0:
+        raise ValueError(f"sampler actors must be at least 0, got {count}")
+    token = SAMPLER_ACTORS.set(count)
+    try:
+        yield
+    finally:
+        SAMPLER_ACTORS.reset(token)
 
 
 class TaskFamily(Protocol):
@@ -94,14 +113,22 @@ class MetaWorldFamily:
 
     :meth:`make_env` returns one :class:`~maml.envs.metaworld_pool.MetaWorldPool` shared by every caller
     (train and test sampling), with ``num_threads`` workers (worker 0 in this process, the others spawned);
-    :meth:`close` stops it.
+    or, with ``sampler_actors`` > 0 (default: :data:`SAMPLER_ACTORS` when the family is made), a
+    :class:`~maml.envs.ray_pool.RayMetaWorldPool` of that many Ray actors (Ray must be initialised: the Ray
+    executor runs each run as a Ray task). :meth:`close` stops it.
     """
 
     observation_dim = 39
     action_dim = 4
     has_success = True
 
-    def __init__(self, env: str, action_scale: float, benchmark_seed: int | None = None) -> None:
+    def __init__(
+        self,
+        env: str,
+        action_scale: float,
+        benchmark_seed: int | None = None,
+        sampler_actors: int | None = None,
+    ) -> None:
         from maml.envs.metaworld_tasks import BENCHMARK_SEED, load_task_set
 
         if env not in METAWORLD_ENVS:
@@ -110,7 +137,8 @@ class MetaWorldFamily:
         self.tasks: TaskSet = load_task_set(env, seed)
         self.class_names: tuple[str, ...] = self.tasks.class_names
         self.action_scale = action_scale
-        self._pool: MetaWorldPool | None = None
+        self.sampler_actors = SAMPLER_ACTORS.get() if sampler_actors is None else sampler_actors
+        self._pool: MetaWorldPool | RayMetaWorldPool | None = None
 
     def train_tasks(self, rng: np.random.Generator, num_tasks: int) -> list[MetaWorldTask]:
         from maml.envs.metaworld_tasks import sample_train_tasks
@@ -125,13 +153,19 @@ class MetaWorldFamily:
     def class_of(self, task: MetaWorldTask) -> str:
         return task.class_name
 
-    def make_env(self, num_envs: int, num_threads: int) -> MetaWorldPool:
-        """The family's pool (started on the first call with ``num_threads`` workers); ``num_envs`` is not
-        needed: the wave sampler runs any number of episodes on it."""
-        from maml.envs.metaworld_pool import MetaWorldPool
-
+    def make_env(self, num_envs: int, num_threads: int) -> MetaWorldPool | RayMetaWorldPool:
+        """The family's pool (started on the first call with ``num_threads`` workers, or
+        ``sampler_actors`` Ray actors); ``num_envs`` is not needed: the wave sampler runs any number of
+        episodes on it."""
         if self._pool is None or self._pool.closed:
-            self._pool = MetaWorldPool(num_threads, action_scale=self.action_scale)
+            if self.sampler_actors:
+                from maml.envs.ray_pool import RayMetaWorldPool
+
+                self._pool = RayMetaWorldPool(self.sampler_actors, action_scale=self.action_scale)
+            else:
+                from maml.envs.metaworld_pool import MetaWorldPool
+
+                self._pool = MetaWorldPool(num_threads, action_scale=self.action_scale)
         return self._pool
 
     def close(self) -> None:
