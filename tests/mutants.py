@@ -310,7 +310,8 @@ def mutants_of(path: str, scopes: tuple[str, ...] | None) -> list[Mutant]:
 
 
 def all_mutants(only: list[str] | None = None) -> list[Mutant]:
-    chosen = [(path, scopes) for path, scopes in targets().items() if not only or path in only]
+    found = targets()
+    chosen = [(path, found[path]) for path in only] if only else list(found.items())
     return [m for path, scopes in chosen for m in mutants_of(path, scopes)]
 
 
@@ -523,7 +524,7 @@ def run_mutants(
     map_file = OUT / "map.json"
     if not map_file.exists():
         sys.exit(f"{map_file} is missing: run `python tests/mutants.py map` first")
-    record = json.loads(map_file.read_text())
+    record, map_time = json.loads(map_file.read_text()), map_file.stat().st_mtime
     chosen = only or list(targets())
     stale = [p for p in chosen if record["digests"].get(p) != _digest(p)]
     if stale:
@@ -538,8 +539,11 @@ def run_mutants(
             return True
         if not survivors or last["outcome"].split(" ")[0] not in ("survived", "uncovered", "error"):
             return False
-        before_the_map = last.get("judged_at", 0.0) < map_file.stat().st_mtime  # tests added since
-        return before_the_map or (budget is None and last.get("budget") is not None)
+        # judged with an older map (tests added since)
+        before_the_map = last.get("map_time", last.get("judged_at", 0.0)) < map_time
+        last_budget = last.get("budget")
+        wider = last_budget is not None and (budget is None or last_budget < budget)
+        return before_the_map or wider
 
     todo = [m for m in all_mutants(only) if pending(m)][: limit or None]
     print(f"{len(todo)} mutants to judge ({len(done)} judged before)")
@@ -549,13 +553,13 @@ def run_mutants(
         for mutant in bar:
             tests = covering_tests(mutant, record, budget)
             if tests:
-                budget = sum(record["tests"][t]["duration"] for t in tests)
-                outcome, elapsed = judge(mutant, tests, timeout=60 + 3 * budget)
+                seconds = sum(record["tests"][t]["duration"] for t in tests)
+                outcome, elapsed = judge(mutant, tests, timeout=60 + 3 * seconds)
             else:
                 outcome, elapsed = "uncovered", 0.0
             counts[outcome.split(" ")[0]] += 1
             row = {**asdict(mutant), "digest": digests[mutant.path], "outcome": outcome, "tests": len(tests)}
-            row["budget"], row["judged_at"] = budget, time.time()
+            row["budget"], row["judged_at"], row["map_time"] = budget, time.time(), map_time
             row["seconds"] = round(elapsed, 2)
             out.write(json.dumps(row) + "\n")
             out.flush()

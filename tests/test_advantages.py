@@ -89,16 +89,21 @@ def test_baseline_recovers_exactly_linear_targets():
 
 def test_baseline_retries_a_singular_task_with_ten_times_the_regulariser():
     """garage's retry: a task whose ridge solution is not finite is solved again with reg ×10. Task 1's two
-    features are equal and huge (XᵀX = 1e13 in every entry): 1e13 + 1e-5 and 1e13 + 1e-4 round to 1e13 in
-    float64, the system stays singular (NaN), and 1e-3 is the first regulariser that counts. Task 0 is
-    solved at the first try and must not change with task 1's retries."""
+    features are equal and huge (XᵀX = 1.5e12 in every entry, float64 spacing 2⁻¹² there): 1e-5 and 1e-4
+    vanish in the sum, the system stays singular (NaN), and 1e-3 is the first regulariser that counts (×11
+    would give 1.21e-3, which rounds to another matrix). Task 0 is solved at the first try and must not
+    change with task 1's retries."""
     gen = torch.Generator().manual_seed(2)
     feats = torch.randn(2, 1, 4, 2, generator=gen, dtype=torch.float64)
-    feats[1] = (1e13 / 4) ** 0.5
+    feats[1] = (1.5e12 / 4) ** 0.5
     returns = torch.randn(2, 1, 4, generator=gen, dtype=torch.float64)
     mask = torch.ones(2, 1, 4, dtype=torch.float64)
     x, y = feats.flatten(1, 2), returns.flatten(1, 2)
     gram, rhs = x.transpose(1, 2) @ x, (x.transpose(1, 2) @ y.unsqueeze(-1)).squeeze(-1)
+
+    def gram_of(features):
+        flat = features.flatten(1, 2)
+        return flat.transpose(1, 2) @ flat
 
     def solve(task, reg):
         return torch.linalg.solve(gram[task] + reg * torch.eye(2, dtype=torch.float64), rhs[task])
@@ -108,7 +113,15 @@ def test_baseline_retries_a_singular_task_with_ten_times_the_regulariser():
     ).all()
     weights = baseline.fit(feats, returns, mask)
     assert torch.equal(weights[0], solve(0, baseline.REG_COEFF))
-    assert torch.equal(weights[1], solve(1, 1e-3)) and weights[1].abs().min() > 0
+    assert torch.equal(weights[1], solve(1, baseline.REG_COEFF * 10 * 10)) and weights[1].abs().min() > 0
+    assert not torch.equal(weights[1], solve(1, baseline.REG_COEFF * 11 * 11))
+    # five tries at most (reg up to 0.1): at XᵀX = 4.5e15 (spacing 0.5) all five vanish and the task keeps
+    # zeros; a sixth try (reg 1) would count
+    feats[1] = (4.5e15 / 4) ** 0.5
+    assert torch.isfinite(
+        torch.linalg.solve_ex(gram_of(feats)[1] + torch.eye(2, dtype=torch.float64), rhs[1])[0]
+    ).all()
+    assert torch.equal(baseline.fit(feats, returns, mask)[1], torch.zeros(2, dtype=torch.float64))
 
 
 def test_baseline_features_clip_and_time():

@@ -243,7 +243,8 @@ def test_the_installed_command_prints_its_version_and_every_help_its_defaults(ca
 # --- signals and concurrent commands ----------------------------------------------------------------------
 def test_sigterm_to_the_command_alone_stops_its_run_at_once_and_a_rerun_resumes(tmp_path):
     """As a scheduler or ``kill`` does: the signal reaches the CLI only; the CLI passes it on, the run stops
-    within seconds keeping its checkpoint, the manifest says so, and a rerun ends as an uninterrupted run."""
+    at once (no epoch begun after the signal) keeping its checkpoint, the manifest says so, and a rerun ends
+    as an uninterrupted run."""
     from bench.run.executors import plan
     from bench.run.experiments import apply_overrides, preset
     from bench.run.trainer import Trainer
@@ -259,15 +260,15 @@ def test_sigterm_to_the_command_alone_stops_its_run_at_once_and_a_rerun_resumes(
     deadline = time.monotonic() + 120
     while _epochs_done(run) < 2 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    sent = time.monotonic()
+    at_signal = _epochs_done(run)
     os.kill(process.pid, signal.SIGTERM)
     out, err = process.communicate(timeout=60)
-    seconds = time.monotonic() - sent
     assert process.returncode == 128 + signal.SIGTERM, out + err
-    assert seconds < 10, f"{seconds:.1f} s from SIGTERM to exit"
     manifest = json.loads((run / rf.MANIFEST).read_text())
     done = manifest["epochs_completed"]
-    assert manifest["status"] == rf.STATUS_INTERRUPTED and 2 <= done < epochs, manifest
+    # at once: at most the epoch in flight, and one that ended between reading and signalling, complete (a
+    # wall-clock bound fails on a loaded machine: 17 s there, under 10 s on a quiet one)
+    assert manifest["status"] == rf.STATUS_INTERRUPTED and 2 <= at_signal <= done <= at_signal + 2, manifest
     kept = f"interrupted at epoch {done}/{epochs}; checkpoint of epoch {done} kept"
     assert manifest["error"] == f"{kept}; rerun the same command to resume"
     assert f"{name}: {kept}; rerun the same command to resume" in out

@@ -41,6 +41,7 @@ def test_trpo_step_respects_trust_region_and_improves(num_grad_updates):
     new, stats = trpo.trpo_step(theta, batch, maml_cfg, cfg)
     assert stats["StepAccepted"] == 1.0
     assert stats["KLAfter"] <= cfg.max_kl and stats["LossAfter"] < stats["LossBefore"]
+    assert stats["dLoss"] == stats["LossBefore"] - stats["LossAfter"]
     assert abs(stats["KLBefore"]) < 1e-6
     # the reported values are what the loop oracle measures at the new parameters
     loss = oracle.meta_objective(new, batch, oracle.trpo_surrogate, maml_cfg.inner_lr).item()

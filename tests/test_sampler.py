@@ -13,6 +13,7 @@ import torch
 from maml import policy
 from maml.envs import HalfCheetahDirBatch
 from maml.sampler import ACTION_STREAM, ENV_STREAM, episode_seed, sample_episodes
+from maml.synthetic import SyntheticSpec, random_episodes
 
 OBS, ACT = 20, 6
 DIRECTIONS = [1.0, -1.0, -1.0, 1.0, 1.0]
@@ -224,3 +225,27 @@ def test_generic_env_and_info_reductions():
             max_episode_length=2,
             seed=0,
         )
+
+
+def test_env_and_action_streams_of_an_episode_are_independent():
+    """An episode's reset seed and its action noise come from two different streams: the same stream for
+    both would correlate the start state with the noise (and each episode's noise with another's start)."""
+    for keys in ((0, 0, 0, 0), (3, 1, 7, 2)):
+        env = episode_seed(5, *keys, ENV_STREAM).generate_state(4)
+        action = episode_seed(5, *keys, ACTION_STREAM).generate_state(4)
+        assert ENV_STREAM != ACTION_STREAM and not np.array_equal(env, action)
+
+
+def test_episodes_task_keeps_exactly_one_task():
+    """``Episodes.task(i)`` (what the per-task oracle reads): task i alone, with a task axis of size 1."""
+    spec = SyntheticSpec(num_tasks=3, episodes=2, horizon=4, obs_dim=2, act_dim=1, hidden_sizes=(3,))
+    gen = torch.Generator().manual_seed(0)
+    theta = policy.init_params(spec.obs_dim, spec.act_dim, spec.hidden_sizes, gen)
+    episodes = random_episodes(policy.broadcast(theta, spec.num_tasks), spec, gen)
+    for i in range(3):
+        one = episodes.task(i)
+        assert one.num_tasks == 1
+        for f in fields(episodes):
+            value = getattr(episodes, f.name)
+            if value is not None:
+                assert torch.equal(getattr(one, f.name), value[i : i + 1]), f.name

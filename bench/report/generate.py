@@ -560,6 +560,13 @@ CAVEATS = (
     "approximations. Provenance: `results/published/README.md`.",
     "Partial runs (status running/failed, or fewer epochs than planned) are listed below and not averaged "
     "with complete ones; an experiment with only partial runs is compared on them, labelled so.",
+    "Findings at garage's full budget on HalfCheetahDir (2026-12-03, 5 seeds each; README.md): MAML-TRPO's "
+    "`above` on Finn et al. is a unit mismatch, not a better algorithm — our adapted policies earn 2.3–2.9 "
+    "reward per step, Finn's about 1.5, so his 200-step return halved understates a 100-step one. MAML-PPO's "
+    "`below` on both proxies: every seed rises, then falls once its outer step starts raising its own "
+    "surrogate (dLoss < 0) and KLAfter grows from ~0.01 to 0.2–10 nats; with garage's one Adam step per "
+    "meta-update the likelihood ratio is exactly 1 where the gradient is taken, so PPO's clip never acts and "
+    "nothing bounds the step (tests/test_outer_steps.py::test_one_adam_step_makes_ppo_the_vpg_step).",
 )
 VERDICT_LEGEND = (
     "Verdicts: `reproduced` (inside the band), `below`, `above`, `at-or-above-floor` / `below-floor` (a "
