@@ -505,12 +505,14 @@ def covering_tests(mutant: Mutant, record: dict, budget: float | None = None) ->
     return chosen
 
 
+def _stale_files(digests: dict[str, str], only: list[str] | None) -> list[str]:
+    """The chosen targets whose source differs from the one the map was made from."""
+    return [p for p in (only or targets()) if digests.get(p) != _digest(p)]
+
+
 def _map_is_stale(only: list[str] | None) -> bool:
     map_file = OUT / "map.json"
-    if not map_file.exists():
-        return True
-    digests = json.loads(map_file.read_text())["digests"]
-    return any(digests.get(p) != _digest(p) for p in (only or targets()))
+    return not map_file.exists() or bool(_stale_files(json.loads(map_file.read_text())["digests"], only))
 
 
 def run_mutants(
@@ -525,8 +527,7 @@ def run_mutants(
     if not map_file.exists():
         sys.exit(f"{map_file} is missing: run `python tests/mutants.py map` first")
     record, map_time = json.loads(map_file.read_text()), map_file.stat().st_mtime
-    chosen = only or list(targets())
-    stale = [p for p in chosen if record["digests"].get(p) != _digest(p)]
+    stale = _stale_files(record["digests"], only)
     if stale:
         sys.exit(f"{map_file} was made from other versions of {', '.join(stale)}: rerun the map step")
     results_file = OUT / "results.jsonl"

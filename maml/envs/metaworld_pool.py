@@ -299,6 +299,44 @@ class _Worker:
     conn: Connection
 
 
+def wave_rows(workers: Sequence[int], num_tasks: int, num_seeds: int, num_workers: int) -> list[list[int]]:
+    """The episodes of a reset each worker runs, ``rows[w]`` (indices into the call's tasks), checked: one
+    worker and one seed per task, every worker in range. Both pools (local and Ray) lay waves out so."""
+    if len(workers) != num_tasks or num_seeds != num_tasks:
+        raise ValueError(
+            f"need one worker and one seed per task ({num_tasks}), got {len(workers)}, {num_seeds}"
+        )
+    rows: list[list[int]] = [[] for _ in range(num_workers)]
+    for i, worker in enumerate(workers):
+        if not 0 <= worker < num_workers:
+            raise ValueError(f"worker {worker} out of range: the pool has {num_workers} workers")
+        rows[worker].append(i)
+    return rows
+
+
+def wave_actions(actions: ArrayLike, num_running: int) -> NDArray[np.floating]:
+    """A step's policy actions as an array ``[num_running, 4]``, checked for shape and finiteness."""
+    actions = np.asarray(actions)
+    if actions.shape != (num_running, ACT_DIM):
+        raise ValueError(f"actions must have shape {(num_running, ACT_DIM)}, got {actions.shape}")
+    if not np.isfinite(actions).all():
+        raise NonFiniteActionError
+    return actions
+
+
+def gather(replies: Mapping[int, NDArray[np.float64]], rows: Sequence[Sequence[int]], width: int):
+    """The workers' replies ``{w: [len(rows[w]), width]}`` back in the call's order: ``[n, width]``."""
+    out = np.empty((sum(map(len, rows)), width))
+    for w, reply in replies.items():
+        out[rows[w]] = reply
+    return out
+
+
+def step_result(out: NDArray[np.float64]):
+    """A gathered step reply ``[n, 41]`` → ``(observations [n, 39], rewards [n], {"success": [n]})``."""
+    return out[:, :OBS_DIM], out[:, OBS_DIM], {"success": out[:, OBS_DIM + 1]}
+
+
 class _InProcess:
     """Worker 0 when it runs in the calling process: no process, no pipe."""
 
@@ -416,16 +454,7 @@ class MetaWorldPool:
         A worker runs several episodes of a class on as many instances. Returns observations ``[n, 39]``;
         :meth:`step` then steps exactly these episodes.
         """
-        num = len(tasks)
-        if len(workers) != num or len(seeds) != num:
-            raise ValueError(
-                f"need one worker and one seed per task ({num}), got {len(workers)}, {len(seeds)}"
-            )
-        rows: list[list[int]] = [[] for _ in self._workers]
-        for i, worker in enumerate(workers):
-            if not 0 <= worker < self.num_workers:
-                raise ValueError(f"worker {worker} out of range: the pool has {self.num_workers} workers")
-            rows[worker].append(i)
+        rows = wave_rows(workers, len(tasks), len(seeds), self.num_workers)
         self._rows, self._running = rows, list(tasks)
         replies = self._call(
             {
@@ -434,27 +463,17 @@ class MetaWorldPool:
                 if r
             }
         )
-        obs = np.empty((num, OBS_DIM))
-        for w, reply in replies.items():
-            obs[rows[w]] = reply
         self.episodes.update(task.class_name for task in tasks)
-        return obs
+        return gather(replies, rows, OBS_DIM)
 
     def step(
         self, actions: ArrayLike
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], dict[str, NDArray[np.float64]]]:
         """Policy actions ``[n, 4]`` → ``(observations [n, 39], rewards [n], {"success": [n]})``."""
-        actions = np.asarray(actions)
-        if actions.shape != (len(self._running), ACT_DIM):
-            raise ValueError(f"actions must have shape {(len(self._running), ACT_DIM)}, got {actions.shape}")
-        if not np.isfinite(actions).all():
-            raise NonFiniteActionError
+        actions = wave_actions(actions, len(self._running))
         replies = self._call({w: ("step", actions[r]) for w, r in enumerate(self._rows) if r})
-        out = np.empty((len(self._running), OBS_DIM + 2))
-        for w, reply in replies.items():
-            out[self._rows[w]] = reply
         self.env_steps.update(task.class_name for task in self._running)
-        return out[:, :OBS_DIM], out[:, OBS_DIM], {"success": out[:, OBS_DIM + 1]}
+        return step_result(gather(replies, self._rows, OBS_DIM + 2))
 
     # --- lifecycle ------------------------------------------------------------------------------------
     @property

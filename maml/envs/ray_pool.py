@@ -39,7 +39,6 @@ import ray
 from numpy.typing import ArrayLike, NDArray
 from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError
 
-from maml.envs.errors import NonFiniteActionError
 from maml.envs.metaworld_pool import (
     ACT_DIM,
     FAST_CONTACTS,
@@ -49,7 +48,11 @@ from maml.envs.metaworld_pool import (
     MetaWorldPool,
     WorkerError,
     _Runner,
+    gather,
     reset_seed,
+    step_result,
+    wave_actions,
+    wave_rows,
 )
 from maml.envs.metaworld_tasks import MetaWorldTask
 
@@ -180,46 +183,27 @@ class RayMetaWorldPool:
     ) -> NDArray[np.float64]:
         """Start episode ``i`` of task ``tasks[i]`` on actor ``workers[i]`` with reset seed ``seeds[i]``
         → observations ``[n, 39]`` (as :meth:`MetaWorldPool.reset`)."""
-        num = len(tasks)
-        if len(workers) != num or len(seeds) != num:
-            raise ValueError(
-                f"need one worker and one seed per task ({num}), got {len(workers)}, {len(seeds)}"
-            )
-        rows: list[list[int]] = [[] for _ in self._actors]
-        for i, worker in enumerate(workers):
-            if not 0 <= worker < self.num_workers:
-                raise ValueError(f"worker {worker} out of range: the pool has {self.num_workers} workers")
-            rows[worker].append(i)
+        rows = wave_rows(workers, len(tasks), len(seeds), self.num_workers)
         self._rows, self._running = rows, list(tasks)
         self._payloads = [[(tasks[i].task, reset_seed(seeds[i])) for i in r] for r in rows]
         self._sent = [[] for _ in rows]
         replies = self._call({w: ("reset", (self._payloads[w],)) for w, r in enumerate(rows) if r})
-        obs = np.empty((num, OBS_DIM))
-        for w, reply in replies.items():
-            obs[rows[w]] = reply
         self.episodes.update(task.class_name for task in tasks)
-        return obs
+        return gather(replies, rows, OBS_DIM)
 
     def step(
         self, actions: ArrayLike
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], dict[str, NDArray[np.float64]]]:
         """Policy actions ``[n, 4]`` → ``(observations [n, 39], rewards [n], {"success": [n]})``."""
-        actions = np.asarray(actions)
-        if actions.shape != (len(self._running), ACT_DIM):
-            raise ValueError(f"actions must have shape {(len(self._running), ACT_DIM)}, got {actions.shape}")
-        if not np.isfinite(actions).all():
-            raise NonFiniteActionError
+        actions = wave_actions(actions, len(self._running))
         messages = {}
         for w, r in enumerate(self._rows):
             if r:
                 self._sent[w].append(actions[r])
                 messages[w] = ("step", (self._sent[w][-1],))
         replies = self._call(messages)
-        out = np.empty((len(self._running), OBS_DIM + 2))
-        for w, reply in replies.items():
-            out[self._rows[w]] = reply
         self.env_steps.update(task.class_name for task in self._running)
-        return out[:, :OBS_DIM], out[:, OBS_DIM], {"success": out[:, OBS_DIM + 1]}
+        return step_result(gather(replies, self._rows, OBS_DIM + 2))
 
     # --- lifecycle ------------------------------------------------------------------------------------
     @property
