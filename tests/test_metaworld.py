@@ -325,6 +325,54 @@ def test_one_class_gets_several_slots_per_worker_within_the_cap():
         assert min(loads) >= 0.9 * max(loads)
 
 
+@pytest.mark.parametrize(
+    ("groups", "workers", "s0"),
+    [
+        (5, 2, 2),  # ML10's 5 test classes: 5 slots per worker (1 each: 3 and 2, 83 %)
+        (10, 2, 1),  # 10 slots on 2 workers: 5 and 5
+        (10, 16, 3),  # ⌈16/10⌉ = 2: 20 slots, at most 2 a worker, 62.5 %; 3: 30 of 32, 94 %
+        (5, 16, 6),  # 4: 20 of 32, 62.5 %; 5: 25 of 32, 78 %; 6: 30 of 32, 94 %
+        (3, 10, 6),  # 4: 12 of 20; 5: 15 of 20; 6: 18 of 20, exactly 90 % (at least 90 % is enough)
+        (3, 7, 7),  # 3: 9 of 14; 4: 12 of 14, 86 %; 5: 15 of 21; 6: 18 of 21, 86 %; 7: all equal
+    ],
+)
+def test_each_class_gets_the_fewest_slots_that_balance_the_workers(groups: int, workers: int, s0: int):
+    """``s₀`` is the smallest count ≥ ⌈W/C⌉ whose ``C·s₀`` slots keep every worker at least 90 % as busy as
+    the busiest (hand-computed: ``C·s / (W·⌈C·s/W⌉)``); one episode per class adds no slot."""
+    slots = assign_slots([f"c{i}" for i in range(groups)], workers)
+    assert [len(ws) for ws in slots.values()] == [s0] * groups
+    assert all(len(set(ws)) == s0 for ws in slots.values())  # on distinct workers
+
+
+@pytest.mark.parametrize("cap", [1, 5, 33, 34, 48, 50, 99, 100, 150])
+def test_one_class_runs_in_the_fewest_waves_that_fit_the_cap(cap: int):
+    """ML1's 200 episodes of push on 2 workers with ``cap`` instances each run in ``N = ⌈200 / (2·cap)⌉``
+    waves (the fewest that fit) on ``⌈200 / N⌉`` slots, never more than ``cap`` on a worker."""
+    ml1_batch = ["push"] * 20
+    slots = assign_slots(ml1_batch, 2, episodes_per_task=10, max_instances_per_worker=cap)
+    waves = -(-200 // min(200, 2 * cap))
+    assert len(plan_waves(ml1_batch, 10, slots)) == waves
+    assert len(slots["push"]) == -(-200 // waves) and max(Counter(slots["push"]).values()) <= cap
+
+
+def test_classes_of_different_sizes_fit_the_cap_in_the_fewest_waves():
+    """100 episodes of one class and 1 of another on one worker with room for 10 instances: the fewest
+    waves N with ⌈100/N⌉ + 1 ≤ 10 slots is 12 (9 + 1 slots), not one wave on 101 instances."""
+    groups = ["big"] * 100 + ["small"]
+    slots = assign_slots(groups, 1, max_instances_per_worker=10)
+    assert {g: len(ws) for g, ws in slots.items()} == {"big": 9, "small": 1}
+    assert len(plan_waves(groups, 1, slots)) == 12
+
+
+def test_slots_fill_the_workers_with_room_before_the_least_loaded():
+    """A slot goes to a worker holding fewer than ``cap`` slots while one has room, even if another is less
+    loaded: ``slow`` (cost 3) on worker 0, ``a`` and ``b`` (cost 1) on worker 1, which is then full (cap 2),
+    so ``c`` goes to worker 0."""
+    cost = {"slow": 3.0, "a": 1.0, "b": 1.0, "c": 1.0}
+    slots = assign_slots(["a", "b", "slow", "c"], 2, cost.__getitem__, max_instances_per_worker=2)
+    assert slots == {"a": [1], "b": [1], "slow": [0], "c": [0]}
+
+
 @pytest.mark.parametrize(("episodes_per_task", "cap"), [(1, 48), (3, 48), (3, 2)])
 def test_waves_cover_every_episode_once(episodes_per_task, cap):
     groups = ["a", "b", "a", "c"]
