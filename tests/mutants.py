@@ -354,7 +354,7 @@ def map_tests(pytest_args: list[str], merge: bool = False) -> int:
         cov.save()
     data = cov.get_data()
     lines: dict[str, dict[int, list[str]]] = {}
-    for path in targets():
+    for path in digests:  # the targets when the map began (a file added meanwhile is mapped next time)
         by_line = data.contexts_by_lineno(str(ROOT / path))
         lines[path] = {n: sorted(c for c in contexts if c) for n, contexts in by_line.items()}
     record = {"tests": tests, "lines": lines, "digests": digests}
