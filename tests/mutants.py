@@ -475,7 +475,23 @@ def judge(mutant: Mutant, tests: list[str], timeout: float) -> tuple[str, float]
         code = 2
     elapsed = time.monotonic() - started
     outcomes = {None: "killed (timeout)", 0: "survived", 1: "killed", 2: "killed (collection error)"}
-    return outcomes.get(code, f"error (pytest exit {code})"), elapsed
+    return outcomes.get(code, _other_outcome(code)), elapsed
+
+
+def _other_outcome(code: int | None) -> str:
+    """A child that died of a signal (e.g. SIGABRT from an assertion in a native kernel) crashed on the
+    mutant: killed. Any other exit code is the tool's or pytest's error, not a verdict."""
+    if code is not None and code < 0:
+        return f"killed (crash: signal {-code})"
+    return f"error (pytest exit {code})"
+
+
+def _outcome(row: dict) -> str:
+    """The row's outcome class, re-reading errors recorded before crashes were counted as killed."""
+    outcome = row["outcome"]
+    if outcome.startswith("error (pytest exit -"):
+        outcome = _other_outcome(int(outcome.removeprefix("error (pytest exit ").rstrip(")")))
+    return outcome.split(" ")[0]
 
 
 WIDE_BUDGET_S = 300.0
@@ -538,7 +554,7 @@ def run_mutants(
         last = done.get(m.key, {})
         if last.get("digest") != digests[m.path]:
             return True
-        if not survivors or last["outcome"].split(" ")[0] not in ("survived", "uncovered", "error"):
+        if not survivors or _outcome(last) not in ("survived", "uncovered", "error"):
             return False
         # judged with an older map (tests added since)
         before_the_map = last.get("map_time", last.get("judged_at", 0.0)) < map_time
@@ -598,7 +614,7 @@ def report() -> int:
         if r["key"] in current and r["digest"] == digests[r["path"]]
     }
     why = explanations()
-    counts = Counter(r["outcome"].split(" ")[0] for r in results.values())
+    counts = Counter(_outcome(r) for r in results.values())
     survivors = [r for r in results.values() if r["outcome"] in ("survived", "uncovered")]
     unexplained = [r for r in survivors if r["key"] not in why]
     lines = [

@@ -34,6 +34,7 @@ from bench.run.families import MetaWorldFamily, make_family
 from bench.run.trainer import RunSpec, Trainer
 from maml import cache, policy
 from maml.envs import metaworld_tasks as mwt
+from maml.envs.metaworld_fast import install_fast_paths
 from maml.envs.metaworld_pool import (
     ACT_DIM,
     KEEP_INSTANCES,
@@ -44,7 +45,6 @@ from maml.envs.metaworld_pool import (
     env_controls,
     make_env,
     reset_seed,
-    touching_object_fast,
 )
 from maml.envs.metaworld_tasks import MetaWorldTask
 from maml.sampler import ENV_STREAM, episode_seed
@@ -543,10 +543,12 @@ def test_worker_keeps_at_most_its_cap_of_instances(ml1, ml10):
     ("class_name", "agent"), [("push-v3", SawyerPushV3Policy), ("pick-place-v3", SawyerPickPlaceV3Policy)]
 )
 def test_fast_contact_test_equals_metaworlds(ml10, class_name, agent):
-    """The switchable layer: touching_object_fast gives Meta-World's booleans at every step of scripted
-    episodes (grasps included), for the main object and every geom in contact."""
+    """The fast contact test the pool installs (maml.envs.metaworld_fast.touching_object_cached) gives
+    Meta-World's booleans at every step of scripted episodes (grasps included), for the main object and every
+    geom in contact."""
     task = observable(ml10.train[class_name][0])
     env = make_env(task.task)
+    install_fast_paths(env, contacts=True)
     env.set_task(task.task)
     obs, _ = env.reset()
     scripted, seen = agent(), Counter()
@@ -554,7 +556,7 @@ def test_fast_contact_test_equals_metaworlds(ml10, class_name, agent):
         obs, *_ = env.step(np.clip(scripted.get_action(obs), -1.0, 1.0))
         for geom in {env._get_id_main_object(), *env.data.contact.geom.ravel().tolist()}:
             expected = SawyerXYZEnv.touching_object(env, geom)
-            assert touching_object_fast(env, geom) == expected
+            assert env.touching_object(geom) == expected
             seen[expected] += 1
     assert seen[True] > 0 and seen[False] > 0
     env.close()

@@ -2,7 +2,7 @@
 
 :class:`RayMetaWorldPool` is :class:`maml.envs.metaworld_pool.MetaWorldPool` with Ray actors in place of the
 worker processes: each actor holds the same :class:`~maml.envs.metaworld_pool._Runner` (environment instances
-per class, reused across tasks, fast contacts), so :func:`maml.wave_sampler.sample_in_waves` drives it
+per class, reused across tasks, fast paths), so :func:`maml.wave_sampler.sample_in_waves` drives it
 unchanged and an episode, a function of its task, reset seed and actions, gives the same bits on a local
 pool, on one actor or on many actors on many nodes. Per wave step the pool makes ONE remote call per actor
 that runs episodes: its episodes' actions in (``[k, 4]``), ``[k, 41]`` out (observation, reward, success);
@@ -41,7 +41,7 @@ from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError
 
 from maml.envs.metaworld_pool import (
     ACT_DIM,
-    FAST_CONTACTS,
+    FAST_STEP,
     MAX_EPISODE_LENGTH,
     OBS_DIM,
     START_TIMEOUT_S,
@@ -125,13 +125,13 @@ class RayMetaWorldPool:
         self,
         num_actors: int,
         action_scale: float = 1.0,
-        fast_contacts: bool = FAST_CONTACTS,
+        fast_step: bool = FAST_STEP,
         actor_options: Mapping[str, Any] | None = None,
         max_retries: int = MAX_RETRIES,
         start_timeout: float = START_TIMEOUT_S,
     ) -> None:
         """``num_actors`` actors with :data:`ACTOR_OPTIONS` updated by ``actor_options`` (Ray's
-        ``.options()``); the environments get ``clip(a / action_scale, −1, 1)``; ``fast_contacts`` as for the
+        ``.options()``); the environments get ``clip(a / action_scale, −1, 1)``; ``fast_step`` as for the
         local pool. Waits up to ``start_timeout`` s for the actors to start."""
         if num_actors < 1:
             raise ValueError(f"num_actors must be at least 1, got {num_actors}")
@@ -146,7 +146,7 @@ class RayMetaWorldPool:
         self.start_timeout = start_timeout
         self._options = {**ACTOR_OPTIONS, **(actor_options or {}), "max_restarts": 0, "max_task_retries": 0}
         """Ray restarts nothing: a dead actor's episodes need a reset and a replay (:meth:`_replace`)."""
-        self._args = (self.action_scale, fast_contacts)
+        self._args = (self.action_scale, fast_step)
         self.episodes: Counter[str] = Counter()
         """Episodes started so far, per Meta-World class."""
         self.env_steps: Counter[str] = Counter()

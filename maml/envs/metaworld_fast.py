@@ -1,0 +1,606 @@
+"""Faster Meta-World v3 steps, bit-identical to stock Meta-World 3.1.1: per-instance replacements of generic
+:class:`~metaworld.sawyer_xyz_env.SawyerXYZEnv` code.
+
+:func:`install_fast_paths` binds, on one environment instance (``types.MethodType``; the class and the
+metaworld package are left alone),
+replacements of methods that every v3 class inherits, each one only where the instance's class does not
+override the method (checked at install time). Each repeats the stock floating-point operations in the same
+order, so that observations, rewards and every ``info`` value are the stock ones to the bit
+(tests/test_metaworld_fast.py compares whole episodes of all 50 v3 classes with a stock instance):
+
+- ``step``: ``SawyerXYZEnv.step`` without the per-step overheads: gymnasium's ``do_simulation`` (its
+  ``np.array(ctrl).shape`` check) becomes the two ``data.ctrl`` writes, ``mj_step`` and
+  ``mj_rnePostConstraint`` it makes; the observation clip is the ``clip`` ufunc in place (what ``np.clip``
+  calls) instead of ``np.clip`` + the returned copy. Same order of MuJoCo calls, same state.
+- ``set_xyz_action``: the clip / scale / add / clip of the mocap position on Python floats with numpy's
+  ``clip`` semantics (``min(max(x, lo), hi)``, ``x > lo ? x : lo``); falls back to the stock method for any
+  action that is not a finite float64 array or a model with more than one mocap body.
+- ``_get_obs`` and ``_get_curr_obs_combined_no_goal``: the 39 (18) values written into one array instead
+  of nested ``np.hstack`` / ``np.split`` (``array_split``); hand and finger positions read by cached body
+  ids; the gripper opening ``sqrt(d·d)`` with the same ``ndarray.dot`` that ``np.linalg.norm`` uses.
+- ``_get_quat_objects`` (the 22 classes that convert an object's rotation matrix with scipy's
+  ``Rotation.from_matrix(...).as_quat()``, table :data:`ROTATION_MATRIX_QUATS`): :func:`quat_from_matrix`,
+  scipy 1.17's Cython ``_from_matrix_orthogonal`` on Python floats (same trace, same ``argmax`` branch with
+  the first maximum winning, same formulas, same normalisation ``sqrt((x²+y²+z²)+w²)`` then four divisions).
+  scipy first checks ``det > 0`` and orthogonality (``isclose(M Mᵀ, I, atol=1e-12)``, rtol 1e-5) and would
+  orthogonalise by SVD a matrix that fails; here the Gramian is computed on Python floats and only a matrix
+  that passes with a margin (1e-14, far above the rounding of a 3-term dot product) takes the fast formula;
+  anything else (never seen with MuJoCo's matrices) goes through scipy itself.
+- ``_gripper_caging_reward`` (bound where the class does not override it: 44 classes, 18 of which call it):
+  the same arithmetic on scalars; ``reward_utils.tolerance``'s ``long_tail`` sigmoid ``1 / ((d·3)² + 1)``
+  with numpy float64 scalars (the square is numpy's scalar power, as in the stock code), norms as
+  ``sqrt(v.dot(v))`` like ``np.linalg.norm``; ``hamacher_product`` is Meta-World's own function.
+- ``get_body_com`` and ``_get_site_pos`` (called by the classes' rewards) and ``_set_pos_site``: the same
+  arrays read by cached name → id lookups (``mj_name2id`` once per name and instance; an unknown name goes
+  through the stock code, which raises as before).
+- ``touching_object`` (only with ``contacts=True``): :func:`touching_object_cached`, Meta-World's two scans
+  of ``data.contact`` as one loop over the contacts' geom pairs with cached pad ids (~3 µs a call against
+  ~17 µs for a vectorised scan over ``data.contact.geom``, a few contacts a
+  step); same value and type as the stock method (Meta-World returns ``False`` or a numpy bool).
+
+Not replaced (class-specific or not overridable per instance): each class's ``evaluate_state`` /
+``compute_reward`` (their direct ``reward_utils.tolerance`` calls), ``_get_pos_objects``, ``tcp_center`` (a
+property), ``mj_step`` and ``mj_forward``.
+
+Nothing found that could not be made bit-identical; the only values not computed by the stock code's own
+operations are scipy's orthogonality and determinant checks, which decide a branch, never a value (above).
+
+The pool (:mod:`maml.envs.metaworld_pool`, ``fast_step``, on by default) installs them, contacts included.
+
+Measured (ms per step, 2-core machine loaded by training runs, goal 0 of each class, 200 uniform random
+actions in [−1, 1] after a reset, best of 5 rounds, the variants interleaved in one process, 2026-12-03).
+A: stock Meta-World with a vectorised contact scan over ``data.contact.geom`` (what the pool ran until these
+fast paths; the pure stock step is slower still, its contact scan being ~40 % of a push step);
+B: ``install_fast_paths(env)`` with that same vectorised scan; C: ``install_fast_paths(env, contacts=True)``,
+what the pool runs now. The command's A and B now keep the stock contact scan (the vectorised one is gone),
+so its A/C reads higher than the table's::
+
+    nice -n 10 .venv/bin/python -m maml.envs.metaworld_fast            # all 50 classes (~1 min)
+    nice -n 10 .venv/bin/python -m maml.envs.metaworld_fast push-v3 reach-v3
+
+    class                 A      B      C     A/C
+    push-v3             0.565  0.234  0.203  ×2.78
+    pick-place-v3       0.557  0.271  0.245  ×2.27
+    peg-insert-side-v3  0.600  0.224  0.221  ×2.72
+    reach-v3            0.398  0.178  0.175  ×2.27
+    door-open-v3        0.407  0.195  0.203  ×2.00
+    basketball-v3       0.330  0.200  0.193  ×1.71
+    button-press-v3     0.254  0.170  0.178  ×1.43
+    box-close-v3        0.349  0.271  0.277  ×1.26 (slowest gain: its own reward code)
+    mean of 50 classes  0.400  0.221  0.210  ×1.91 (A/B ×1.81; per class A/C ×1.26 … ×3.19)
+
+The 22 classes with a scipy quaternion gain most (×2–2.8); the rest ×1.3–1.7, their remaining Python being
+their own ``compute_reward`` (``reward_utils.tolerance`` calls). MuJoCo alone (``mj_step`` ×5,
+``mj_rnePostConstraint``, ``mj_forward``) is ~0.10 ms of a fast push step of ~0.19 ms (unloaded);
+``reset`` (~9 ms, 100 hand-reset ``mj_step`` calls) is unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from collections.abc import Callable
+from typing import Any
+
+import mujoco
+import numpy as np
+from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+from metaworld.sawyer_xyz_env import SawyerXYZEnv
+from metaworld.utils import reward_utils
+from numpy.typing import NDArray
+from scipy.spatial.transform import Rotation
+
+_clip_ufunc = np._core.umath.clip
+"""The ufunc ``np.clip`` calls (numpy/_core/_methods.py ``_clip``)."""
+_hamacher = reward_utils.hamacher_product
+_MOCAP_QUAT = np.array([1.0, 0.0, 1.0, 0.0])
+_LONG_TAIL_SCALE = np.sqrt(1 / reward_utils._DEFAULT_VALUE_AT_MARGIN - 1)
+"""``reward_utils._sigmoids``'s ``long_tail`` scale for the default value at the margin (3.0)."""
+ORTHOGONALITY_MARGIN = 1e-14
+"""How far inside scipy's orthogonality tolerances a Gramian computed here must be (fast formula)."""
+
+_OBJ = {"body": mujoco.mjtObj.mjOBJ_BODY, "geom": mujoco.mjtObj.mjOBJ_GEOM, "site": mujoco.mjtObj.mjOBJ_SITE}
+_XMAT = {"body": "xmat", "geom": "geom_xmat", "site": "site_xmat"}
+
+ROTATION_MATRIX_QUATS: dict[str, tuple[str, str, int]] = {
+    # class name → (element kind, element name, zeros appended): the class's _get_quat_objects returns
+    # Rotation.from_matrix(data.<kind>(<name>).xmat.reshape(3, 3)).as_quat() (+ that many zeros)
+    "SawyerCoffeePullEnvV3": ("geom", "mug", 0),
+    "SawyerCoffeePushEnvV3": ("geom", "mug", 0),
+    "SawyerDoorCloseEnvV3": ("geom", "handle", 0),
+    "SawyerDoorEnvV3": ("geom", "handle", 0),
+    "SawyerLeverPullEnvV3": ("geom", "objGeom", 0),
+    "SawyerPegInsertionSideEnvV3": ("site", "pegGrasp", 0),
+    "SawyerPickPlaceEnvV3": ("geom", "objGeom", 0),
+    "SawyerPickPlaceWallEnvV3": ("geom", "objGeom", 0),
+    "SawyerPlateSlideBackSideEnvV3": ("geom", "puck", 0),
+    "SawyerPlateSlideBackEnvV3": ("geom", "puck", 0),
+    "SawyerPlateSlideSideEnvV3": ("geom", "puck", 0),
+    "SawyerPlateSlideEnvV3": ("geom", "puck", 0),
+    "SawyerPushBackEnvV3": ("geom", "objGeom", 0),
+    "SawyerPushEnvV3": ("geom", "objGeom", 0),
+    "SawyerPushWallEnvV3": ("geom", "objGeom", 0),
+    "SawyerReachEnvV3": ("geom", "objGeom", 0),
+    "SawyerReachWallEnvV3": ("geom", "objGeom", 0),
+    "SawyerShelfPlaceEnvV3": ("geom", "objGeom", 0),
+    "SawyerSoccerEnvV3": ("body", "soccer_ball", 0),
+    "SawyerStickPullEnvV3": ("body", "stick", 4),
+    "SawyerStickPushEnvV3": ("body", "stick", 4),
+    "SawyerSweepIntoGoalEnvV3": ("geom", "objGeom", 0),
+}
+"""Meta-World 3.1.1 classes whose ``_get_quat_objects`` converts a rotation matrix with scipy (keyed by the
+name of the class that defines the method, checked against its module: see :func:`_quat_spec`)."""
+
+
+# --- quaternions ------------------------------------------------------------------------------------------
+def quat_from_matrix(m: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``Rotation.from_matrix(m.reshape(3, 3)).as_quat()`` for a rotation matrix given as 9 row-major floats,
+    to the bit (scipy 1.17's Cython ``from_matrix`` then ``_from_matrix_orthogonal``, see the module doc);
+    a matrix not clearly orthogonal with a positive determinant goes through scipy itself."""
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m.tolist()
+    # Gramian M Mᵀ: scipy accepts |g_ii − 1| ≤ 1e-12 + 1e-5 and |g_ij| ≤ 1e-12 (np.isclose, rtol 1e-5)
+    tol_off = 1e-12 - ORTHOGONALITY_MARGIN
+    tol_diag = 1e-12 + 1e-5 - ORTHOGONALITY_MARGIN
+    if not (
+        abs(m00 * m00 + m01 * m01 + m02 * m02 - 1.0) <= tol_diag
+        and abs(m10 * m10 + m11 * m11 + m12 * m12 - 1.0) <= tol_diag
+        and abs(m20 * m20 + m21 * m21 + m22 * m22 - 1.0) <= tol_diag
+        and abs(m00 * m10 + m01 * m11 + m02 * m12) <= tol_off
+        and abs(m00 * m20 + m01 * m21 + m02 * m22) <= tol_off
+        and abs(m10 * m20 + m11 * m21 + m12 * m22) <= tol_off
+        # orthogonal, so det = ±1 (± ~1e-5): positive for sure
+        and m00 * (m11 * m22 - m12 * m21) - m01 * (m10 * m22 - m12 * m20) + m02 * (m10 * m21 - m11 * m20)
+        > 0.5
+    ):
+        return Rotation.from_matrix(np.asarray(m, dtype=np.float64).reshape(3, 3)).as_quat()
+    matrix = ((m00, m01, m02), (m10, m11, m12), (m20, m21, m22))
+    trace = m00 + m11 + m22
+    choice, best = 0, m00  # _argmax4: the first maximum wins
+    if m11 > best:
+        choice, best = 1, m11
+    if m22 > best:
+        choice, best = 2, m22
+    if trace > best:
+        choice = 3
+    if choice != 3:
+        i = choice
+        j = (i + 1) % 3
+        k = (j + 1) % 3
+        q = [0.0, 0.0, 0.0, 0.0]
+        q[i] = 1 - trace + 2 * matrix[i][i]
+        q[j] = matrix[j][i] + matrix[i][j]
+        q[k] = matrix[k][i] + matrix[i][k]
+        q[3] = matrix[k][j] - matrix[j][k]
+        x, y, z, w = q
+    else:
+        x = m21 - m12
+        y = m02 - m20
+        z = m10 - m01
+        w = 1 + trace
+    norm = math.sqrt(x * x + y * y + z * z + w * w)  # _normalize4: sqrt(_dot3(q, q) + q3*q3)
+    return np.array([x / norm, y / norm, z / norm, w / norm])
+
+
+def _quat_spec(env: SawyerXYZEnv) -> tuple[str, str, int] | None:
+    """The :data:`ROTATION_MATRIX_QUATS` entry of the class defining the instance's ``_get_quat_objects``."""
+    for klass in type(env).__mro__:
+        if "_get_quat_objects" in vars(klass):
+            if klass.__module__.startswith("metaworld.envs.") and klass.__name__ in ROTATION_MATRIX_QUATS:
+                return ROTATION_MATRIX_QUATS[klass.__name__]
+            return None
+    return None
+
+
+# --- name → id caches ---------------------------------------------------------------------------------------
+def _name_id(env: SawyerXYZEnv, kind: str, name: str) -> int:
+    """``mj_name2id`` of a body, geom or site of the instance's model, once per name (−1: unknown)."""
+    cache = env._fast_ids[kind]
+    try:
+        return cache[name]
+    except KeyError:
+        cache[name] = index = mujoco.mj_name2id(env.model, _OBJ[kind], name)
+        return index
+
+
+# --- fast methods (bound to one instance by install_fast_paths) -------------------------------------------
+def get_body_com(self: SawyerXYZEnv, body_name: str) -> NDArray[np.float64]:
+    """``data.body(name).xpos`` (a view of ``data.xpos``, as the stock method returns) by a cached id."""
+    index = _name_id(self, "body", body_name)
+    if index < 0:
+        return MujocoEnv.get_body_com(self, body_name)
+    return self.data.xpos[index]
+
+
+def _get_site_pos(self: SawyerXYZEnv, site_name: str) -> NDArray[np.float64]:
+    """``data.site(name).xpos.copy()`` by a cached id."""
+    index = _name_id(self, "site", site_name)
+    if index < 0:
+        return SawyerXYZEnv._get_site_pos(self, site_name)
+    return self.data.site_xpos[index].copy()
+
+
+def _set_pos_site(self: SawyerXYZEnv, name: str, pos: NDArray[Any]) -> None:
+    """``data.site(name).xpos = pos[:3]`` by a cached id."""
+    assert isinstance(pos, np.ndarray)
+    assert pos.ndim == 1
+    index = _name_id(self, "site", name)
+    if index < 0 or pos.shape[0] < 3:
+        SawyerXYZEnv._set_pos_site(self, name, pos)
+        return
+    self.data.site_xpos[index] = pos[:3]
+
+
+def set_xyz_action(self: SawyerXYZEnv, action: NDArray[Any]) -> None:
+    """``SawyerXYZEnv.set_xyz_action`` on Python floats (finite float64 actions, one mocap body)."""
+    data = self.data
+    if (
+        type(action) is not np.ndarray
+        or action.dtype != np.float64
+        or action.shape != (3,)
+        or data.mocap_pos.shape[0] != 1
+    ):
+        SawyerXYZEnv.set_xyz_action(self, action)
+        return
+    a0, a1, a2 = action.tolist()
+    if not (math.isfinite(a0) and math.isfinite(a1) and math.isfinite(a2)):
+        SawyerXYZEnv.set_xyz_action(self, action)
+        return
+    # np.clip(action, -1, 1): min(max(x, lo), hi) with max(a, b) = a > b ? a : b, min(a, b) = a < b ? a : b
+    a0 = a0 if a0 > -1 else -1.0
+    a0 = a0 if a0 < 1 else 1.0
+    a1 = a1 if a1 > -1 else -1.0
+    a1 = a1 if a1 < 1 else 1.0
+    a2 = a2 if a2 > -1 else -1.0
+    a2 = a2 if a2 < 1 else 1.0
+    scale = self.action_scale
+    p0, p1, p2 = data.mocap_pos[0].tolist()
+    x0 = p0 + a0 * scale
+    x1 = p1 + a1 * scale
+    x2 = p2 + a2 * scale
+    lo0, lo1, lo2 = self.mocap_low.tolist()
+    hi0, hi1, hi2 = self.mocap_high.tolist()
+    x0 = x0 if (x0 > lo0 or x0 != x0) else lo0
+    x0 = x0 if (x0 < hi0 or x0 != x0) else hi0
+    x1 = x1 if (x1 > lo1 or x1 != x1) else lo1
+    x1 = x1 if (x1 < hi1 or x1 != x1) else hi1
+    x2 = x2 if (x2 > lo2 or x2 != x2) else lo2
+    x2 = x2 if (x2 < hi2 or x2 != x2) else hi2
+    data.mocap_pos[0] = (x0, x1, x2)
+    data.mocap_quat[:] = _MOCAP_QUAT
+
+
+def _get_curr_obs_combined_no_goal(self: SawyerXYZEnv) -> NDArray[np.float64]:
+    """The 18 values of the stock method written into one array (same values, same order)."""
+    xpos = self.data.xpos
+    ids = self._fast_obs_ids  # hand, rightclaw, leftclaw
+    obj_pos = self._get_pos_objects()
+    obj_quat = self._get_quat_objects()
+    n = len(obj_pos)
+    nq = len(obj_quat)
+    assert n % 3 == 0
+    assert nq % 4 == 0
+    if n // 3 != nq // 4 or n + nq > self._obs_obj_max_len:
+        return SawyerXYZEnv._get_curr_obs_combined_no_goal(self)
+    obs = np.zeros(18)
+    obs[0:3] = xpos[ids[0]]
+    diff = xpos[ids[1]] - xpos[ids[2]]
+    apart = np.sqrt(diff.dot(diff)) / 0.1  # np.linalg.norm of a 1-D float array: sqrt(x.dot(x))
+    # np.clip(apart, 0.0, 1.0) (NaN passes through)
+    if apart != apart:
+        obs[3] = apart
+    else:
+        apart = apart if apart > 0.0 else 0.0
+        obs[3] = apart if apart < 1.0 else 1.0
+    if n == 3:
+        obs[4:7] = obj_pos
+        obs[7:11] = obj_quat
+    else:
+        for o in range(n // 3):
+            obs[4 + 7 * o : 7 + 7 * o] = obj_pos[3 * o : 3 * o + 3]
+            obs[7 + 7 * o : 11 + 7 * o] = obj_quat[4 * o : 4 * o + 4]
+    return obs
+
+
+def _get_obs(self: SawyerXYZEnv) -> NDArray[np.float64]:
+    """``SawyerXYZEnv._get_obs`` (frame stacking and goal) without ``np.hstack``."""
+    pos_goal = self._get_pos_goal()
+    curr_obs = self._get_curr_obs_combined_no_goal()
+    prev = self._prev_obs
+    if len(curr_obs) != 18 or len(prev) != 18 or len(pos_goal) != 3:
+        obs = np.hstack((curr_obs, prev, np.zeros_like(pos_goal) if self._partially_observable else pos_goal))
+    else:
+        obs = np.empty(39)
+        obs[:18] = curr_obs
+        obs[18:36] = prev
+        if self._partially_observable:
+            obs[36:] = 0.0
+        else:
+            obs[36:] = pos_goal
+    self._prev_obs = curr_obs
+    return obs
+
+
+def _long_tail(x: Any, lower: float, upper: float, margin: Any) -> float:
+    """``reward_utils.tolerance(x, bounds=(lower, upper), margin=margin, sigmoid="long_tail")`` for a scalar
+    ``x`` (numpy or Python float), returned as the stock ``value.item()``: a Python float."""
+    if lower > upper:
+        raise ValueError("Lower bound must be <= upper bound.")
+    if margin < 0:
+        raise ValueError(f"`margin` must be non-negative. Current value: {margin}")
+    if lower <= x and x <= upper:
+        return 1.0
+    if margin == 0:
+        return 0.0
+    d = np.float64(lower - x if x < lower else x - upper) / margin
+    return float(1 / ((d * _LONG_TAIL_SCALE) ** 2 + 1))
+
+
+def _gripper_caging_reward(
+    self: SawyerXYZEnv,
+    action: NDArray[np.float32],
+    obj_pos: NDArray[Any],
+    obj_radius: float,
+    pad_success_thresh: float,
+    object_reach_radius: float,
+    xz_thresh: float,
+    desired_gripper_effort: float = 1.0,
+    high_density: bool = False,
+    medium_density: bool = False,
+) -> float:
+    """``SawyerXYZEnv._gripper_caging_reward`` on scalars (same operations, same order)."""
+    obj_init_pos = self.obj_init_pos
+    assert obj_init_pos is not None, "`obj_init_pos` must be initialized before calling this function."
+    if not (
+        type(obj_pos) is np.ndarray
+        and obj_pos.dtype == np.float64
+        and type(obj_init_pos) is np.ndarray
+        and obj_init_pos.dtype == np.float64
+        and type(self.init_tcp) is np.ndarray
+        and self.init_tcp.dtype == np.float64
+    ):
+        return SawyerXYZEnv._gripper_caging_reward(
+            self, action, obj_pos, obj_radius, pad_success_thresh, object_reach_radius, xz_thresh,
+            desired_gripper_effort, high_density, medium_density,
+        )  # fmt: skip
+    if high_density and medium_density:
+        raise ValueError("Can only be either high_density or medium_density")
+    data = self.data
+    xpos = data.xpos
+    left_pad, right_pad, right_tcp, left_tcp = self._fast_caging_ids
+    left_y = float(xpos[left_pad, 1])
+    right_y = float(xpos[right_pad, 1])
+    obj_y = float(obj_pos[1])
+    init_y = float(obj_init_pos[1])
+    caging_y = _hamacher(
+        _long_tail(np.float64(abs(left_y - obj_y)), obj_radius, pad_success_thresh,
+                   np.float64(abs(abs(left_y - init_y) - pad_success_thresh))),
+        _long_tail(np.float64(abs(right_y - obj_y)), obj_radius, pad_success_thresh,
+                   np.float64(abs(abs(right_y - init_y) - pad_success_thresh))),
+    )  # fmt: skip
+
+    site_xpos = data.site_xpos
+    tcp = (site_xpos[right_tcp] + site_xpos[left_tcp]) / 2.0  # tcp_center
+    init_tcp = self.init_tcp
+    margin_xz = np.array([obj_init_pos[0] - init_tcp[0], obj_init_pos[2] - init_tcp[2]])
+    caging_xz_margin = np.sqrt(margin_xz.dot(margin_xz))
+    caging_xz_margin -= xz_thresh
+    to_obj_xz = np.array([tcp[0] - obj_pos[0], tcp[2] - obj_pos[2]])
+    caging_xz = _long_tail(np.sqrt(to_obj_xz.dot(to_obj_xz)), 0, xz_thresh, caging_xz_margin)
+
+    gripper_closed = min(max(0, action[-1]), desired_gripper_effort) / desired_gripper_effort
+
+    caging = _hamacher(caging_y, float(caging_xz))
+    gripping = gripper_closed if caging > 0.97 else 0.0
+    caging_and_gripping = _hamacher(caging, gripping)
+
+    if high_density:
+        caging_and_gripping = (caging_and_gripping + caging) / 2
+    if medium_density:
+        to_obj = obj_pos - tcp
+        tcp_to_obj = np.sqrt(to_obj.dot(to_obj))
+        init = obj_init_pos - init_tcp
+        tcp_to_obj_init = np.sqrt(init.dot(init))
+        reach_margin = abs(tcp_to_obj_init - object_reach_radius)
+        reach = _long_tail(tcp_to_obj, 0, object_reach_radius, reach_margin)
+        caging_and_gripping = (caging_and_gripping + float(reach)) / 2
+
+    return caging_and_gripping
+
+
+def _get_quat_objects(self: SawyerXYZEnv) -> NDArray[np.float64]:
+    """The class's ``Rotation.from_matrix(data.<kind>(<name>).xmat.reshape(3, 3)).as_quat()`` (+ zeros) with
+    :func:`quat_from_matrix` (the element from :data:`ROTATION_MATRIX_QUATS`, its id cached)."""
+    attribute, index, zeros = self._fast_quat
+    quat = quat_from_matrix(getattr(self.data, attribute)[index])
+    return np.hstack((quat, np.zeros(zeros))) if zeros else quat
+
+
+def touching_object_cached(self: SawyerXYZEnv, object_geom_id: int) -> bool:
+    """``SawyerXYZEnv.touching_object``: the same result (value and type), the contacts scanned in one Python
+    loop over ``data.contact.geom`` (a few contacts per step) with the pad geom ids looked up once, each
+    pad's forces summed from 0 in contact order as the stock ``sum`` does (``efc_force[efc_address]``, −1
+    included)."""
+    data = self.data
+    if not data.ncon:
+        return False  # 0 < 0
+    contact = data.contact
+    left_id, right_id = self._fast_pad_ids
+    left = right = 0
+    efc_force = None
+    for (geom1, geom2), address in zip(contact.geom.tolist(), contact.efc_address.tolist(), strict=True):
+        if geom1 == object_geom_id or geom2 == object_geom_id:
+            if efc_force is None:
+                efc_force = data.efc_force
+            if geom1 == left_id or geom2 == left_id:
+                left += efc_force[address]
+            if geom1 == right_id or geom2 == right_id:
+                right += efc_force[address]
+    return left > 0 and right > 0  # Meta-World's 0 < left and 0 < right: the same values and types
+
+
+def step(self: SawyerXYZEnv, action: NDArray[Any]) -> tuple[NDArray[np.float64], Any, bool, bool, dict]:
+    """``SawyerXYZEnv.step``: the same MuJoCo calls in the same order, less Python around them."""
+    if not self._set_task_called:
+        raise RuntimeError("You must call env.set_task before using env.step")
+    assert len(action) == 4, f"Actions should be size 4, got {len(action)}"
+    self.set_xyz_action(action[:3])
+    if self.curr_path_length >= self.max_path_length:
+        raise ValueError("You must reset the env manually once truncate==True")
+    model, data = self.model, self.data
+    effort = action[-1]
+    ctrl = data.ctrl  # do_simulation([a, -a], frame_skip): ctrl[:] = …, mj_step, mj_rnePostConstraint
+    ctrl[0] = effort
+    ctrl[1] = -effort
+    mujoco.mj_step(model, data, nstep=self.frame_skip)
+    mujoco.mj_rnePostConstraint(model, data)
+    self.curr_path_length += 1
+
+    for site in self._target_site_config:
+        self._set_pos_site(*site)
+
+    if self._did_see_sim_exception:
+        assert self._last_stable_obs is not None
+        return (
+            self._last_stable_obs,
+            0.0,
+            False,
+            False,
+            {
+                "success": False,
+                "near_object": 0.0,
+                "grasp_success": False,
+                "grasp_reward": 0.0,
+                "in_place_reward": 0.0,
+                "obj_to_target": 0.0,
+                "unscaled_reward": 0.0,
+            },
+        )
+    mujoco.mj_forward(model, data)
+    obs = self._get_obs()
+    space = self.sawyer_observation_space
+    if obs.dtype == np.float64 and obs.shape == space.low.shape:
+        obs = _clip_ufunc(obs, space.low, space.high, out=obs)
+    else:
+        obs = np.clip(obs, a_max=space.high, a_min=space.low, dtype=np.float64)
+    self._last_stable_obs = obs
+    reward, info = self.evaluate_state(obs, action)
+    truncate = self.curr_path_length == self.max_path_length
+    return np.array(obs, dtype=np.float64), reward, False, truncate, info
+
+
+# --- installation -------------------------------------------------------------------------------------------
+def _inherits(env: SawyerXYZEnv, name: str, base: type = SawyerXYZEnv) -> bool:
+    """Whether the instance's class uses ``base``'s ``name`` (does not override it)."""
+    return getattr(type(env), name) is getattr(base, name)
+
+
+def install_fast_paths(env: SawyerXYZEnv, contacts: bool = False) -> list[str]:
+    """Bind the fast methods onto this one instance where its class uses the stock ones; returns the names of
+    the methods replaced. ``contacts``: also replace ``touching_object`` by :func:`touching_object_cached`."""
+    env._fast_ids = {kind: {} for kind in _OBJ}
+    replaced: list[str] = []
+
+    def bind(name: str, fn: Callable[..., Any]) -> None:
+        setattr(env, name, types.MethodType(fn, env))
+        replaced.append(name)
+
+    def ids(kind: str, *names: str) -> tuple[int, ...] | None:
+        found = tuple(_name_id(env, kind, name) for name in names)
+        return found if min(found) >= 0 else None
+
+    if _inherits(env, "get_body_com", MujocoEnv):
+        bind("get_body_com", get_body_com)
+    if _inherits(env, "_get_site_pos"):
+        bind("_get_site_pos", _get_site_pos)
+    if _inherits(env, "_set_pos_site"):
+        bind("_set_pos_site", _set_pos_site)
+    bounds_ok = all(isinstance(b, np.ndarray) and b.shape == (3,) for b in (env.mocap_low, env.mocap_high))
+    if _inherits(env, "set_xyz_action") and bounds_ok:
+        bind("set_xyz_action", set_xyz_action)
+
+    spec = _quat_spec(env)
+    if spec is not None:
+        kind, name, zeros = spec
+        index = _name_id(env, kind, name)
+        if index >= 0:
+            env._fast_quat = (_XMAT[kind], index, zeros)
+            bind("_get_quat_objects", _get_quat_objects)
+
+    obs_ids = ids("body", "hand", "rightclaw", "leftclaw")
+    if obs_ids and _inherits(env, "_get_curr_obs_combined_no_goal") and _inherits(env, "get_endeff_pos"):
+        env._fast_obs_ids = obs_ids
+        bind("_get_curr_obs_combined_no_goal", _get_curr_obs_combined_no_goal)
+    if _inherits(env, "_get_obs"):
+        bind("_get_obs", _get_obs)
+
+    pads = ids("body", "leftpad", "rightpad")
+    fingers = ids("site", "rightEndEffector", "leftEndEffector")
+    if pads and fingers and _inherits(env, "_gripper_caging_reward") and _inherits(env, "tcp_center"):
+        env._fast_caging_ids = pads + fingers
+        bind("_gripper_caging_reward", _gripper_caging_reward)
+
+    pad_geoms = ids("geom", "leftpad_geom", "rightpad_geom")
+    if contacts and pad_geoms and _inherits(env, "touching_object"):
+        env._fast_pad_ids = pad_geoms
+        bind("touching_object", touching_object_cached)
+
+    if (
+        env.model.nu == 2
+        and _inherits(env, "step")
+        and _inherits(env, "do_simulation", MujocoEnv)
+        and _inherits(env, "_step_mujoco_simulation", MujocoEnv)
+    ):
+        bind("step", step)
+    return replaced
+
+
+# --- benchmark ---------------------------------------------------------------------------------------------
+def benchmark(class_names: list[str] | None = None, rounds: int = 5, steps: int = 200) -> None:
+    """Print ms per step of ML45's classes, interleaved in one process: A stock, B the fast paths with the
+    stock contact test, C all fast paths (the pool's default)."""
+    import time
+    import warnings
+
+    from maml.envs import metaworld_tasks
+    from maml.envs.metaworld_pool import make_env
+
+    warnings.simplefilter("ignore")
+    task_set = metaworld_tasks.load_task_set("ml45")
+    tasks = {name: goals[0] for name, goals in (*task_set.train.items(), *task_set.test.items())}
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, 4))
+    rows = []
+    for name in class_names or list(tasks):
+        envs = []
+        for variant in "ABC":
+            env = make_env(tasks[name].task)
+            if variant != "A":
+                install_fast_paths(env, contacts=variant == "C")
+            env.set_task(tasks[name].task)
+            envs.append(env)
+        best = [math.inf] * 3
+        for _ in range(rounds):
+            for k, env in enumerate(envs):
+                env.reset(seed=0)
+                env_step = env.step
+                start = time.perf_counter()
+                for action in actions:
+                    env_step(action)
+                best[k] = min(best[k], (time.perf_counter() - start) / steps * 1e3)
+        for env in envs:
+            env.close()
+        rows.append(best)
+        a, b, c = best
+        line = f"{name:28s} A {a:.3f}  B {b:.3f}  C {c:.3f} ms   A/B ×{a / b:.2f}  A/C ×{a / c:.2f}"
+        print(line, flush=True)
+    a, b, c = np.array(rows).T
+    print(
+        f"mean of {len(rows)} classes: A {a.mean():.3f}  B {b.mean():.3f}  C {c.mean():.3f} ms;"
+        f" A/B ×{a.mean() / b.mean():.2f}  A/C ×{a.mean() / c.mean():.2f}"
+        f" (per class A/C ×{(a / c).min():.2f} … ×{(a / c).max():.2f})"
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    benchmark(sys.argv[1:] or None)

@@ -1,0 +1,228 @@
+"""maml.envs.metaworld_fast: fast Meta-World steps equal stock Meta-World to the bit.
+
+A stock instance and a fast instance (:func:`install_fast_paths`, fast contacts included) of the same class,
+same task and reset seed, stepped with the same actions for a whole 500-step episode: observations, rewards,
+``terminated``/``truncated``, every ``info`` value and the simulator state are equal at every step. Actions:
+uniform random (beyond [−1, 1], so the clips act; the task as the ML benchmarks give it, goal hidden) and the
+class's scripted policy from ``metaworld.policies`` (goal observable, as the policies need: both ``_get_obs``
+branches). A few classes in the default suite, all 50 v3 classes (ML45's train and test classes) in the slow
+one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+
+import metaworld.env_dict
+import mujoco
+import numpy as np
+import pytest
+from metaworld.policies import ENV_POLICY_MAP
+from metaworld.sawyer_xyz_env import SawyerXYZEnv
+from scipy.spatial.transform import Rotation
+from test_metaworld import SCRIPTED_WARNING, observable
+
+from maml.envs import metaworld_tasks as mwt
+from maml.envs.metaworld_fast import ROTATION_MATRIX_QUATS, install_fast_paths, quat_from_matrix
+from maml.envs.metaworld_pool import MAX_EPISODE_LENGTH, make_env
+
+ALL_CLASSES = (*metaworld.env_dict.ML45_V3["train"], *metaworld.env_dict.ML45_V3["test"])
+SAMPLE = (
+    # (class, policy): rotation-matrix quaternions from a geom (push) and a site (peg), Meta-World's caging
+    # reward (push, peg) and a class's own (pick-place), two objects (stick-pull), xquat (basketball)
+    ("push-v3", "random"),
+    ("push-v3", "scripted"),
+    ("pick-place-v3", "scripted"),
+    ("peg-insert-side-v3", "scripted"),
+    ("stick-pull-v3", "random"),
+    ("basketball-v3", "random"),
+)
+SEED = 5
+STATE = ("qpos", "qvel", "act", "ctrl", "mocap_pos", "mocap_quat", "xpos", "site_xpos", "qacc", "efc_force")
+
+
+@pytest.fixture(scope="module")
+def ml45() -> mwt.TaskSet:
+    return mwt.load_task_set("ml45")
+
+
+def first_task(tasks: mwt.TaskSet, class_name: str) -> mwt.MetaWorldTask:
+    return (tasks.train.get(class_name) or tasks.test[class_name])[0]
+
+
+def reset(task: mwt.MetaWorldTask, fast: bool):
+    env = make_env(task.task)
+    if fast:
+        install_fast_paths(env, contacts=True)
+    env.set_task(task.task)
+    env.seed(SEED)
+    obs, _ = env.reset(seed=SEED)
+    return env, obs
+
+
+def assert_same_episode(task: mwt.MetaWorldTask, policy: str, steps: int = MAX_EPISODE_LENGTH, dtype=float):
+    """Step a stock and a fast instance in lockstep; every output and the MuJoCo state equal at every step."""
+    stock, obs = reset(task, fast=False)
+    fast, fast_obs = reset(task, fast=True)
+    assert type(stock).step is SawyerXYZEnv.step and "step" in vars(fast) and "step" not in vars(stock)
+    assert np.array_equal(obs, fast_obs)
+    rng = np.random.default_rng(SEED)
+    agent = ENV_POLICY_MAP[task.class_name]() if policy == "scripted" else None
+    successes = 0
+    for t in range(steps):
+        if agent is None:
+            action = rng.uniform(-1.5, 1.5, 4).astype(dtype)
+        else:
+            action = np.clip(agent.get_action(obs), -1.0, 1.0).astype(dtype)
+        out = stock.step(action.copy())
+        fast_out = fast.step(action.copy())
+        obs, reward, terminated, truncated, info = out
+        f_obs, f_reward, f_terminated, f_truncated, f_info = fast_out
+        where = f"{task.class_name} {policy} step {t}"
+        assert f_obs.dtype == obs.dtype and np.array_equal(f_obs, obs), where
+        assert f_reward == reward and type(f_reward) is type(reward), where
+        assert (f_terminated, f_truncated) == (terminated, truncated), where
+        assert f_info.keys() == info.keys(), where
+        for key, value in info.items():
+            assert np.array_equal(f_info[key], value) and type(f_info[key]) is type(value), f"{where} {key}"
+        for name in STATE:
+            assert np.array_equal(getattr(fast.data, name), getattr(stock.data, name)), f"{where} {name}"
+        successes += bool(info["success"])
+    assert truncated == (steps == MAX_EPISODE_LENGTH)
+    stock.close()
+    fast.close()
+    return successes
+
+
+@pytest.mark.filterwarnings(SCRIPTED_WARNING)
+@pytest.mark.parametrize(("class_name", "policy"), SAMPLE)
+def test_fast_episode_equals_stock(ml45, class_name, policy):
+    task = first_task(ml45, class_name)
+    successes = assert_same_episode(observable(task) if policy == "scripted" else task, policy)
+    if policy == "scripted":
+        assert successes > 0  # the scripted episode reaches the goal: rewards and success are exercised
+
+
+def test_float32_actions_and_actions_as_lists_take_the_stock_arithmetic(ml45):
+    """Actions that are not float64 arrays (float32 scales in float32 in the stock code) are still equal."""
+    assert_same_episode(first_task(ml45, "push-v3"), "random", steps=60, dtype=np.float32)
+    task = first_task(ml45, "reach-v3")
+    stock, _ = reset(task, fast=False)
+    fast, _ = reset(task, fast=True)
+    for action in ([0.5, -2, 1, 0.3], [1, 1, -1, -1]):
+        obs, reward, *_ = stock.step(list(action))
+        f_obs, f_reward, *_ = fast.step(list(action))
+        assert np.array_equal(obs, f_obs) and reward == f_reward
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings(SCRIPTED_WARNING)
+@pytest.mark.parametrize("policy", ["random", "scripted"])
+@pytest.mark.parametrize("class_name", ALL_CLASSES)
+def test_fast_episode_equals_stock_for_every_class(ml45, class_name, policy):
+    task = first_task(ml45, class_name)
+    assert_same_episode(observable(task) if policy == "scripted" else task, policy)
+
+
+def test_fast_paths_stay_on_the_instance(ml45):
+    """Installing replaces methods of the instance only: the class and other instances keep stock code."""
+    task = first_task(ml45, "push-v3")
+    env = make_env(task.task)
+    replaced = install_fast_paths(env)
+    expected = {"step", "_get_obs", "_get_quat_objects", "_gripper_caging_reward", "set_xyz_action"}
+    assert expected <= set(replaced)
+    assert "touching_object" not in replaced  # contacts only on request
+    other = make_env(task.task)
+    assert not set(replaced) & set(vars(other))
+    for name in replaced:
+        assert getattr(type(env), name) is getattr(type(other), name)
+        assert getattr(env, name).__func__ is not getattr(type(env), name)
+    assert type(env).touching_object is SawyerXYZEnv.touching_object
+    env.close()
+    other.close()
+    own = make_env(first_task(ml45, "pick-place-v3").task)  # overrides _gripper_caging_reward: kept
+    assert "_gripper_caging_reward" not in install_fast_paths(own)
+    assert "_gripper_caging_reward" not in vars(own)
+    own.close()
+
+
+def test_rotation_table_lists_the_classes_that_call_scipy():
+    """Every v3 class whose ``_get_quat_objects`` calls ``Rotation.from_matrix`` is in the table (else it
+    would only be slower), with the element its code reads (else the episode tests would fail)."""
+    calling = {}
+    for cls in metaworld.env_dict.ALL_V3_ENVIRONMENTS.values():
+        source = inspect.getsource(cls._get_quat_objects)
+        if "Rotation.from_matrix" in source:
+            calling[cls.__name__] = source
+    assert calling.keys() == ROTATION_MATRIX_QUATS.keys()
+    for name, (kind, element, zeros) in ROTATION_MATRIX_QUATS.items():
+        assert f'self.data.{kind}("{element}").xmat' in calling[name].replace("\n", "").replace(" ", "")
+        assert (zeros > 0) == ("np.hstack" in calling[name])
+
+
+def mujoco_matrix(q: np.ndarray) -> np.ndarray:
+    m = np.zeros(9)
+    mujoco.mju_quat2Mat(m, q / np.linalg.norm(q))
+    return m
+
+
+def test_quat_from_matrix_equals_scipy():
+    """All four branches of scipy's conversion (the largest of the diagonal and the trace), MuJoCo's matrices
+    from random and nearly axis-aligned quaternions, ties included."""
+    rng = np.random.default_rng(0)
+    quats = [rng.normal(size=4) for _ in range(4000)]
+    for axis in range(4):
+        for _ in range(200):
+            q = rng.normal(size=4) * 1e-6
+            q[axis] = 1.0
+            quats.append(q)
+    quats += [np.eye(4)[i] for i in range(4)] + [np.array([1.0, 1.0, 0, 0]), np.array([1.0, 1.0, 1.0, 1.0])]
+    branches = set()
+    for q in quats:
+        m = mujoco_matrix(q)
+        assert np.array_equal(quat_from_matrix(m), Rotation.from_matrix(m.reshape(3, 3)).as_quat()), q
+        branches.add(int(np.argmax([m[0], m[4], m[8], m[0] + m[4] + m[8]])))
+    assert branches == {0, 1, 2, 3}
+
+
+def test_quat_from_matrix_leaves_other_matrices_to_scipy():
+    """A matrix scipy would orthogonalise (SVD) or reject gets scipy's result or error."""
+    rng = np.random.default_rng(1)
+    for scale in (1e-13, 1e-12, 1e-11, 1e-6, 1e-2):
+        m = mujoco_matrix(rng.normal(size=4)) + scale * rng.normal(size=9)
+        assert np.array_equal(quat_from_matrix(m), Rotation.from_matrix(m.reshape(3, 3)).as_quat()), scale
+    reflection = np.diag([1.0, 1.0, -1.0]).ravel()
+    with pytest.raises(ValueError, match="Non-positive determinant"):
+        quat_from_matrix(reflection)
+
+
+@pytest.mark.filterwarnings(SCRIPTED_WARNING)
+def test_fast_contacts_equal_metaworlds(ml45):
+    """The cached contact test gives Meta-World's results (value and type) and the pool's booleans at every
+    step of a scripted pick-place (grasps included), for the main object and every geom in contact."""
+    task = observable(first_task(ml45, "pick-place-v3"))
+    env, obs = reset(task, fast=True)
+    agent = ENV_POLICY_MAP["pick-place-v3"]()
+    seen = set()
+    for _ in range(150):
+        obs, *_ = env.step(np.clip(agent.get_action(obs), -1.0, 1.0))
+        for geom in {env._get_id_main_object(), -1, *env.data.contact.geom.ravel().tolist()}:
+            expected = SawyerXYZEnv.touching_object(env, geom)
+            result = env.touching_object(geom)
+            assert result == expected and type(result) is type(expected)
+            seen.add(bool(expected))
+    assert seen == {True, False}
+    env.close()
+
+
+def test_pickled_task_names_the_class_the_fast_paths_were_built_for(ml45):
+    """``set_task`` still checks the class (the fast instance is an instance of the stock class)."""
+    task = first_task(ml45, "push-v3")
+    env = make_env(task.task)
+    install_fast_paths(env)
+    assert isinstance(env, pickle.loads(task.task.data)["env_cls"])
+    wrong = first_task(ml45, "reach-v3")
+    with pytest.raises(AssertionError):
+        env.set_task(wrong.task)
+    env.close()
