@@ -12,7 +12,11 @@ env, measured in the same rounds (so the ratio compares like with like on a nois
   ``sample_tasks`` is called, untimed, before each timed reset).
 
 Both time one reset and ``HORIZON`` steps per episode, policy included, and the same policy ((100, 100)
-tanh, garage's Meta-World examples). Run with
+tanh, garage's Meta-World examples). The physics bound (``physics_bound_steps_per_s``,
+``ratio_of_physics_bound``, as in the HalfCheetahDir benchmark) is MuJoCo alone on the same tasks: each
+task's model stepped ``HORIZON`` times by ``mj_step(nstep=frame_skip)`` from its reset state, no Python
+around it, the tasks' times summed and divided by the cores (the best of 3): the rate no sampler of these
+environments can beat. Run with
 ``pytest bench/benchmarks/test_metaworld_speed.py --benchmark-only``; the speeds, per-step times and
 ``speedup_vs_gymnasium`` land in the benchmark's ``extra_info``. Goal on a 2-core CPU: ≥ 1.8× gymnasium.
 """
@@ -23,12 +27,13 @@ import os
 import time
 
 import gymnasium
+import mujoco
 import numpy as np
 import pytest
 import torch
 
 from maml import policy
-from maml.envs.metaworld_pool import MetaWorldPool, default_num_workers
+from maml.envs.metaworld_pool import MetaWorldPool, default_num_workers, make_env
 from maml.envs.metaworld_tasks import load_task_set, sample_train_tasks
 from maml.wave_sampler import assign_slots, plan_waves, sample_in_waves
 
@@ -67,6 +72,29 @@ def gymnasium_steps(venv: gymnasium.vector.VectorEnv, params: policy.Params) -> 
         return time.perf_counter() - start
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def physics_seconds(tasks, tries: int = 3) -> float:
+    """MuJoCo's own time for one ``HORIZON``-step episode of every task, one after the other (best of
+    ``tries`` per task): ``mj_step`` with the environment's frame skip, nothing else."""
+    total = 0.0
+    for task in tasks:
+        env = make_env(task.task)
+        env.set_task(task.task)
+        env.reset(seed=SEED)
+        model, data, frame_skip = env.model, env.data, env.frame_skip
+        start_state = np.empty(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_FULLPHYSICS))
+        mujoco.mj_getState(model, data, start_state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        best = float("inf")
+        for _ in range(tries):
+            mujoco.mj_setState(model, data, start_state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+            start = time.perf_counter()
+            for _ in range(HORIZON):
+                mujoco.mj_step(model, data, nstep=frame_skip)
+            best = min(best, time.perf_counter() - start)
+        total += best
+        env.close()
+    return total
 
 
 def make_batch(task_set: str, gym_id: str, num_tasks: int, **gym_kwargs):
@@ -151,6 +179,7 @@ def measure(benchmark, batch, in_process_worker: bool) -> None:
     if benchmark.disabled:
         return
     best, median = steps_per_second(seconds, steps, ROUNDS)
+    physics = steps / (physics_seconds(tasks) / default_num_workers())
     benchmark.extra_info.update(
         {
             "task_set": task_set,
@@ -168,6 +197,8 @@ def measure(benchmark, batch, in_process_worker: bool) -> None:
             "ms_per_step": round(1e3 / best["ours"], 3),
             "gymnasium_ms_per_step": round(1e3 / best["gymnasium"], 3),
             "median_steps_per_s": {name: round(v) for name, v in median.items()},
+            "physics_bound_steps_per_s": round(physics),
+            "ratio_of_physics_bound": round(best["ours"] / physics, 3),
         }
     )
     print(f"\n{benchmark.extra_info}")
