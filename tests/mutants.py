@@ -56,6 +56,10 @@ EXCLUDED = {
     "maml/synthetic.py": "the synthetic meta-batch generator of the tests",
     "maml/cuda_graphs.py": "CUDA only: no default-suite test can run it on a CPU machine",
 }
+# functions of target files that are not mutated, and why
+SKIPPED_SCOPES = {
+    "maml/envs/metaworld_fast.py": ("benchmark",),  # the module's timing script (`python -m ...`)
+}
 # the sampling and meta-test code of the trainer (functions by qualified name)
 TRAINER_SCOPES = (
     "_generator",
@@ -139,8 +143,9 @@ _SKIP = set(" \t\r\n\\()")
 class _Finder(ast.NodeVisitor):
     """Walks one module and collects the edits (start, end, original, replacement) with their scope."""
 
-    def __init__(self, source: bytes, scopes: tuple[str, ...] | None) -> None:
+    def __init__(self, source: bytes, scopes: tuple[str, ...] | None, skipped: tuple[str, ...] = ()) -> None:
         self.source = source
+        self.skipped = skipped
         self.lines = source.split(b"\n")
         self.line_starts = [0]
         for line in self.lines:
@@ -175,9 +180,11 @@ class _Finder(ast.NodeVisitor):
 
     # bookkeeping ----------------------------------------------------------------------------------------
     def _active(self) -> bool:
+        scope = ".".join(self.stack)
+        if any(scope == s or scope.startswith(s + ".") for s in self.skipped):
+            return False
         if self.scopes is None:
             return True
-        scope = ".".join(self.stack)
         return any(scope == s or scope.startswith(s + ".") for s in self.scopes)
 
     def _add(self, line: int, span: tuple[int, int] | None, replacement: str) -> None:
@@ -294,7 +301,7 @@ class _Finder(ast.NodeVisitor):
 def mutants_of(path: str, scopes: tuple[str, ...] | None) -> list[Mutant]:
     source = (ROOT / path).read_bytes()
     tree = ast.parse(source)
-    finder = _Finder(source, scopes)
+    finder = _Finder(source, scopes, SKIPPED_SCOPES.get(path, ()))
     for statement in tree.body:
         # a module docstring or `__all__` has nothing to mutate; everything else is visited
         finder.visit(statement)
@@ -550,11 +557,15 @@ def run_mutants(
     done = {r["key"]: r for r in _read_results(results_file)}
     digests = {p: _digest(p) for p in targets()}
 
+    explained = explanations()
+
     def pending(m: Mutant) -> bool:
         last = done.get(m.key, {})
         if last.get("digest") != digests[m.path]:
             return True
         if not survivors or _outcome(last) not in ("survived", "uncovered", "error"):
+            return False
+        if last["key"] in explained:  # equivalent, said why: more tests cannot kill it
             return False
         # judged with an older map (tests added since)
         before_the_map = last.get("map_time", last.get("judged_at", 0.0)) < map_time
