@@ -226,3 +226,28 @@ def test_pickled_task_names_the_class_the_fast_paths_were_built_for(ml45):
     with pytest.raises(AssertionError):
         env.set_task(wrong.task)
     env.close()
+
+
+def test_every_rotation_table_entry_gives_the_stock_quaternions(ml45):
+    """For each of the 22 classes of :data:`ROTATION_MATRIX_QUATS` (not only the sampled episodes' classes):
+    the fast ``_get_quat_objects`` equals the stock method to the bit after a reset and after 20 random
+    steps (the objects then turned): the table's element kind, name and zero padding are the class's."""
+    classes = [c for c in ALL_CLASSES if _defining_class(c) in ROTATION_MATRIX_QUATS]
+    assert len(classes) == 22
+    rng = np.random.default_rng(0)
+    for class_name in classes:
+        env, _ = reset(first_task(ml45, class_name), fast=True)
+        assert "_get_quat_objects" in vars(env), class_name
+        for _ in range(2):
+            expected = type(env)._get_quat_objects(env)
+            quats = env._get_quat_objects()
+            assert quats.shape == expected.shape and np.array_equal(quats, expected), class_name
+            for action in rng.uniform(-1.0, 1.0, (20, 4)):
+                env.step(action)
+        env.close()
+
+
+def _defining_class(class_name: str) -> str:
+    """The name of the class that defines ``_get_quat_objects`` for a v3 environment name."""
+    cls = metaworld.env_dict.ALL_V3_ENVIRONMENTS[class_name]
+    return next(k.__name__ for k in cls.__mro__ if "_get_quat_objects" in vars(k))
