@@ -11,13 +11,14 @@ actor, which steps its episodes one after the other::
     wave       = H·step(wave) + r(n) + a + b·A_w + max_w (episodes on w)·reset
     round      = Σ_waves wave
 
-with ``c`` the per-class ms per step of the pool's environments (:data:`FAST_STEP_MS`, best of 5) and ``s``
-a slowdown on them (1 as listed; >1 on a loaded machine), ``d(n)`` the driver's work per wave step (policy
-call on per-episode parameters and the sampler's bookkeeping) and ``r(n)`` per wave (seeds, noise), both
-interpolated in measured points; ``a`` the fixed cost of a wave step's calls (latency of the round trip) and
-``b`` the driver's CPU per remote call (submit and reply), which adds up over the actors because one driver
-core makes every call. Terms are added, not overlapped: an upper bound where the first actors start their
-work while the driver still submits calls to the others.
+with ``c`` the per-class ms per step of the pool's environments (:data:`maml.envs.metaworld_pool.
+STEP_COST_MS`, best of 5) and ``s`` a slowdown on them (1 as listed; >1 on a loaded machine), ``d(n)`` the
+driver's work per wave step (policy call on per-episode parameters and the sampler's bookkeeping; in the
+first round of training and of the meta-test, where every task runs θ, the call on views of one copy) and
+``r(n)`` per wave (seeds, noise), both interpolated in measured points; ``a`` the fixed cost of a wave
+step's calls (latency of the round trip) and ``b`` the driver's CPU per remote call (submit and reply), which
+adds up over the actors because one driver core makes every call. Terms are added, not overlapped: an
+upper bound where the first actors start their work while the driver still submits calls to the others.
 
 An epoch (Meta-World ``full`` profile, :mod:`bench.run.experiments`) is ``num_grad_updates + 1`` training
 rounds (``meta_batch_size`` tasks × ``episodes_per_task`` × ``max_episode_length`` steps), the outer step on
@@ -46,7 +47,6 @@ import sys
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from maml.envs.metaworld_pool import STEP_COST_MS
@@ -63,67 +63,6 @@ TRPO_ML45_H200_S = 0.124
 """The same step on an H200 (results/bench/README.md, 2026-11-26)."""
 
 
-FAST_STEP_MS: Mapping[str, float] = MappingProxyType(
-    {
-        "assembly-v3": 0.146,
-        "basketball-v3": 0.111,
-        "bin-picking-v3": 0.123,
-        "box-close-v3": 0.169,
-        "button-press-topdown-v3": 0.092,
-        "button-press-topdown-wall-v3": 0.094,
-        "button-press-v3": 0.094,
-        "button-press-wall-v3": 0.095,
-        "coffee-button-v3": 0.112,
-        "coffee-pull-v3": 0.131,
-        "coffee-push-v3": 0.13,
-        "dial-turn-v3": 0.111,
-        "disassemble-v3": 0.139,
-        "door-close-v3": 0.107,
-        "door-lock-v3": 0.1,
-        "door-open-v3": 0.112,
-        "door-unlock-v3": 0.117,
-        "drawer-close-v3": 0.108,
-        "drawer-open-v3": 0.099,
-        "faucet-close-v3": 0.103,
-        "faucet-open-v3": 0.105,
-        "hammer-v3": 0.138,
-        "hand-insert-v3": 0.114,
-        "handle-press-side-v3": 0.09,
-        "handle-press-v3": 0.096,
-        "handle-pull-side-v3": 0.097,
-        "handle-pull-v3": 0.095,
-        "lever-pull-v3": 0.102,
-        "peg-insert-side-v3": 0.121,
-        "peg-unplug-side-v3": 0.138,
-        "pick-out-of-hole-v3": 0.118,
-        "pick-place-v3": 0.135,
-        "pick-place-wall-v3": 0.131,
-        "plate-slide-back-side-v3": 0.1,
-        "plate-slide-back-v3": 0.101,
-        "plate-slide-side-v3": 0.097,
-        "plate-slide-v3": 0.098,
-        "push-back-v3": 0.148,
-        "push-v3": 0.115,
-        "push-wall-v3": 0.13,
-        "reach-v3": 0.096,
-        "reach-wall-v3": 0.1,
-        "shelf-place-v3": 0.124,
-        "soccer-v3": 0.146,
-        "stick-pull-v3": 0.163,
-        "stick-push-v3": 0.177,
-        "sweep-into-v3": 0.157,
-        "sweep-v3": 0.147,
-        "window-close-v3": 0.112,
-        "window-open-v3": 0.099,
-    }
-)
-"""Milliseconds per step of each v3 class with the pool's fast paths (:mod:`maml.envs.metaworld_fast`, column
-C of ``python -m maml.envs.metaworld_fast``: goal 0, 200 random actions, best of 5; run 2026-12-03 15:50 UTC
-with nothing else running: mean 0.118 ms against 0.258 ms for stock Meta-World). The model's per-class cost
-``c``: what the pool runs since the fast paths; :data:`STEP_COST_MS` predates them and only balances the
-workers."""
-
-
 @dataclass(frozen=True)
 class Measured:
     """The model's parameters (module docstring); times in ms unless named ``_s``."""
@@ -138,9 +77,13 @@ class Measured:
     """``r(n)``: the driver's work per wave of ``n`` episodes (seeds, noise, buffers)."""
     reset_ms: float
     """One episode's reset on its actor (``set_task``, seed, ``reset``)."""
+    shared_driver_step_ms: Points | None = None
+    """``d(n)`` in a round whose tasks all run the same parameters (the pre-update round and the meta-test's
+    first): the sampler hands the policy views of one copy (:func:`maml.wave_sampler._rows`) instead of a
+    copy per episode; None: ``driver_step_ms``."""
     env_slowdown: float = 1.0
     """``s``: actual ms per step over ``step_ms``."""
-    step_ms: Mapping[str, float] = field(default_factory=lambda: FAST_STEP_MS)
+    step_ms: Mapping[str, float] = field(default_factory=lambda: STEP_COST_MS)
     """``c``: ms per step of each class."""
     balance_ms: Mapping[str, float] = field(default_factory=lambda: STEP_COST_MS)
     """The costs the sampler balances the actors on (the pool's ``step_cost``: :data:`STEP_COST_MS`)."""
@@ -260,16 +203,16 @@ def _plan(
     return tuple(out)
 
 
-def wave_step_ms(per_actor: Mapping[int, Sequence[Hashable]], measured: Measured) -> float:
-    """One wave step: ``d(n) + a + b·A_w + max_w Σ s·c``."""
+def wave_step_ms(
+    per_actor: Mapping[int, Sequence[Hashable]], measured: Measured, shared: bool = False
+) -> float:
+    """One wave step: ``d(n) + a + b·A_w + max_w Σ s·c`` (``shared``: every task runs the same parameters)."""
     n = sum(map(len, per_actor.values()))
     env = max(sum(measured.cost_ms(g) for g in episodes) for episodes in per_actor.values())
-    return (
-        interpolate(measured.driver_step_ms, n)
-        + measured.call_fixed_ms
-        + measured.call_per_actor_ms * len(per_actor)
-        + env
-    )
+    driver = measured.driver_step_ms
+    if shared and measured.shared_driver_step_ms is not None:
+        driver = measured.shared_driver_step_ms
+    return interpolate(driver, n) + measured.call_fixed_ms + measured.call_per_actor_ms * len(per_actor) + env
 
 
 def round_seconds(
@@ -279,9 +222,10 @@ def round_seconds(
     actors: int,
     measured: Measured,
     max_instances_per_worker: int = MAX_INSTANCES_PER_WORKER,
+    shared: bool = False,
 ) -> float:
     """Seconds of one sampling round: ``episodes_per_task`` episodes of ``horizon`` steps of each task
-    (``groups``: each task's class) on ``actors`` actors."""
+    (``groups``: each task's class) on ``actors`` actors (``shared``: every task runs the same parameters)."""
     if actors < 1 or horizon < 1 or episodes_per_task < 1:
         raise ValueError("actors, horizon and episodes_per_task must be at least 1")
     if not groups:
@@ -291,7 +235,7 @@ def round_seconds(
         n = sum(map(len, per_actor.values()))
         calls = measured.call_fixed_ms + measured.call_per_actor_ms * len(per_actor)
         resets = measured.reset_ms * max(map(len, per_actor.values()))
-        total_ms += horizon * wave_step_ms(per_actor, measured)
+        total_ms += horizon * wave_step_ms(per_actor, measured, shared)
         total_ms += interpolate(measured.driver_wave_ms, n) + calls + resets
     return total_ms / 1e3
 
@@ -327,20 +271,23 @@ def epoch_seconds(
     max_instances_per_worker: int = MAX_INSTANCES_PER_WORKER,
 ) -> EpochTime:
     """Predicted seconds of one epoch of ``workload`` on ``actors`` actors and one driver (module
-    docstring), the meta-test amortised over its period."""
+    docstring), the meta-test amortised over its period. The first round of each (training: before the
+    inner step; meta-test: the adaptation episodes of θ) runs every task on the same parameters."""
     cap = max_instances_per_worker
-    one_round = round_seconds(
-        workload.train_groups, workload.episodes_per_task, workload.horizon, actors, measured, cap
-    )
+    train = workload.train_groups, workload.episodes_per_task, workload.horizon, actors, measured, cap
+    sampling = round_seconds(*train, shared=True)
+    sampling += (workload.train_rounds - 1) * round_seconds(*train)
     meta_test = 0.0
     if workload.evaluate_every and workload.test_groups:
         meta_test = sum(
-            round_seconds(workload.test_groups, episodes, workload.horizon, actors, measured, cap)
-            for episodes in workload.test_round_episodes
+            round_seconds(
+                workload.test_groups, episodes, workload.horizon, actors, measured, cap, shared=i == 0
+            )
+            for i, episodes in enumerate(workload.test_round_episodes)
         )
         meta_test /= workload.evaluate_every
     return EpochTime(
-        sampling_s=workload.train_rounds * one_round,
+        sampling_s=sampling,
         outer_s=outer_step_seconds(workload, measured, outer_threads),
         meta_test_s=meta_test,
     )
@@ -416,7 +363,7 @@ def _points(values: Mapping[str, float]) -> Points:
 
 def calibrate(
     extra_info: Mapping[str, Mapping[str, Any]],
-    step_ms: Mapping[str, float] = FAST_STEP_MS,
+    step_ms: Mapping[str, float] = STEP_COST_MS,
     benchmark_classes: Sequence[str] | None = None,
 ) -> Calibration:
     """The parameters from the benchmark's ``extra_info`` per test name (module docstring of the benchmark):
@@ -432,10 +379,16 @@ def calibrate(
     driver = extra_info["test_driver_work_per_wave_step"]
     speed = extra_info["test_sampler_steps_per_s"]
     local = speed["local_1"]
+    step = _points(driver["sampler_ms_per_wave_step"])
+    policy_share = _points(driver["policy_ms_per_wave_step_in_sampler"])
+    shared_call = _points(driver["policy_call_ms_broadcast_params"])
     loaded = Measured(
         call_fixed_ms=one["overhead_ms_median"] - per_call,
         call_per_actor_ms=per_call,
-        driver_step_ms=_points(driver["sampler_ms_per_wave_step"]),
+        driver_step_ms=step,
+        shared_driver_step_ms=tuple(
+            (n, d - interpolate(policy_share, n) + interpolate(shared_call, n)) for n, d in step
+        ),
         driver_wave_ms=_points(driver["sampler_ms_per_wave"]),
         reset_ms=local["reset_ms_per_wave"] / speed["tasks"],
         env_slowdown=local["env_ms_per_wave_step"] / sum(step_ms[c] for c in classes),
@@ -444,8 +397,8 @@ def calibrate(
     configs = [k for k, v in speed.items() if isinstance(v, dict) and "steps_per_s" in v]
     return Calibration(
         loaded=loaded,
-        policy_share_ms=_points(driver["policy_ms_per_wave_step_in_sampler"]),
-        shared_policy_ms=_points(driver["policy_call_ms_broadcast_params"]),
+        policy_share_ms=policy_share,
+        shared_policy_ms=shared_call,
         measured_steps_per_s={k: float(speed[k]["steps_per_s"]) for k in configs},
         load_average=float(speed["load_average_1min"]),
     )
@@ -468,6 +421,9 @@ def scaled(measured: Measured, factor: float, env_slowdown: float = 1.0) -> Meas
         call_fixed_ms=measured.call_fixed_ms / factor,
         call_per_actor_ms=measured.call_per_actor_ms / factor,
         driver_step_ms=points(measured.driver_step_ms),
+        shared_driver_step_ms=None
+        if measured.shared_driver_step_ms is None
+        else points(measured.shared_driver_step_ms),
         driver_wave_ms=points(measured.driver_wave_ms),
         reset_ms=measured.reset_ms / factor,
         env_slowdown=env_slowdown,
@@ -480,20 +436,12 @@ def quiet(measured: Measured) -> Measured:
     return scaled(measured, max(measured.env_slowdown, 1.0))
 
 
-def shared_policy(measured: Measured, calibration: Calibration) -> Measured:
-    """What if the driver's policy call read one copy of each task's parameters instead of one per
-    episode: ``d(n) − policy share + shared call``, scaled as ``measured`` is relative to the calibration."""
-    loaded = calibration.loaded.driver_step_ms
-    factor = loaded[-1][1] / measured.driver_step_ms[-1][1]
-    points = tuple(
-        (
-            n,
-            (d - interpolate(calibration.policy_share_ms, n) + interpolate(calibration.shared_policy_ms, n))
-            / factor,
-        )
-        for n, d in loaded
-    )
-    return replace(measured, driver_step_ms=points)
+def shared_policy(measured: Measured) -> Measured:
+    """What if every round's policy call read one copy of each task's parameters, as the first rounds' call
+    does (``d(n) − policy share + shared call``, :class:`Calibration`), instead of a copy per episode."""
+    if measured.shared_driver_step_ms is None:
+        raise ValueError("the parameters have no shared-parameter d(n)")
+    return replace(measured, driver_step_ms=measured.shared_driver_step_ms)
 
 
 def benchmark_steps_per_second(config: str, measured: Measured) -> float:
@@ -572,7 +520,7 @@ def cases(calibration: Calibration) -> dict[str, Measured]:
         "quiet driver, CPU outer": calm,
         "loaded driver, GPU outer": replace(loaded, **gpu),
         "quiet driver, GPU outer": replace(calm, **gpu),
-        "quiet, GPU, shared policy": replace(shared_policy(calm, calibration), **gpu),
+        "quiet, GPU, shared policy": replace(shared_policy(calm), **gpu),
     }
 
 

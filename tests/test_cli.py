@@ -167,6 +167,21 @@ def test_local_and_ray_executors_write_the_same_files(tmp_path):
     assert again.stdout.count("already finished (2 epochs), skipped") == 2
 
 
+def test_a_ray_task_asks_for_a_gpu_exactly_when_its_run_trains_on_cuda(tmp_path):
+    """Ray hides every GPU from a task that asks for none: a ``device=cuda`` run must ask for one."""
+    from dataclasses import replace
+
+    from bench.run.executors import gpus_of, plan
+    from bench.run.experiments import preset
+
+    config = preset(TRPO, "smoke")
+    cpu, cuda, cuda1 = (
+        plan([(TRPO, replace(config, device=device))], "smoke", [0], tmp_path)[0]
+        for device in ("cpu", "cuda", "cuda:1")
+    )
+    assert (gpus_of(cpu), gpus_of(cuda), gpus_of(cuda1)) == (0, 1, 1)
+
+
 def _epochs_done(run: Path) -> int:
     try:
         return json.loads((run / rf.MANIFEST).read_text())["epochs_completed"]

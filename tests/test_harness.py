@@ -94,6 +94,8 @@ def test_run_folder_holds_plain_files_with_garage_keys(tmp_path, experiment):
     for key in ("versions", "git", "starts", "phase_seconds", "threads", "seed"):
         assert key in manifest
     assert manifest["versions"]["torch"].startswith("2.13") and manifest["versions"]["mujoco"] == "3.3.0"
+    sampler = {"kind": "batched MuJoCo (all episodes in lockstep)", "threads": spec.threads}
+    assert manifest["starts"][-1]["sampler"] == sampler, "how the run sampled"
     assert set(manifest["phase_seconds"]) == set(rf.TIME_PHASES)
     progress = pd.read_csv(spec.path / rf.PROGRESS)
     assert list(progress[rf.EPOCH]) == list(range(spec.config.epochs))

@@ -136,9 +136,12 @@ def test_an_actor_that_keeps_dying_or_raises_stops_the_pool(ray_instance, ml1):
 
 
 def test_the_family_samples_on_actors_inside_sampler_actors(ray_instance):
-    assert MetaWorldFamily("ml1_push", 1.0).sampler_actors == 0, "the local pool by default"
+    local = MetaWorldFamily("ml1_push", 1.0)
+    assert local.sampler_actors == 0, "the local pool by default"
+    assert local.sampler(2) == {"kind": "local worker pool (wave sampler)", "workers": 2, "fast_step": True}
     with families.sampler_actors(1):
         family = MetaWorldFamily("ml1_push", 1.0)
+    assert family.sampler(2) == {"kind": "Ray actors (wave sampler)", "actors": 1, "fast_step": True}
     try:
         pool = family.make_env(10, 2)
         assert isinstance(pool, RayMetaWorldPool) and pool.num_workers == 1

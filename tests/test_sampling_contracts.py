@@ -82,7 +82,8 @@ def run(
         "log_std": torch.tensor([[0.5 - 0.2 * t] for t in range(num_tasks)], dtype=torch.float64),
     }
     params = kwargs.pop("params", params)
-    common = {"episodes_per_task": episodes, "max_episode_length": horizon, "seed": 7, "dtype": torch.float64}
+    dtype = kwargs.pop("dtype", torch.float64)
+    common = {"episodes_per_task": episodes, "max_episode_length": horizon, "seed": 7, "dtype": dtype}
     if sampler == "batched":
         return sample_episodes(Line(num_tasks * episodes), params, tasks, **common, **kwargs)
     return sample_in_waves(LineWorkers(), params, tasks, **common, **kwargs)
@@ -180,3 +181,46 @@ def test_parameters_must_be_batched_over_the_tasks_and_fit_the_env(sampler: str,
     }
     with pytest.raises(ValueError, match="task-batched"):
         run(sampler, params=params)
+
+
+def test_shared_parameters_sample_as_views_and_give_the_copies_bits() -> None:
+    """Pre-update sampling passes one θ for every task (a ``policy.broadcast`` view): the wave sampler then
+    hands the policy views of that one copy instead of a copy per running episode. The (100, 100) float32
+    policy must produce the same episodes, bit for bit, as from parameters copied out per task."""
+    torch.manual_seed(0)
+    theta = policy.init_params(1, 1, (100, 100), torch.Generator().manual_seed(3))
+    shared = policy.broadcast(theta, 4)
+    copied = {name: p.contiguous() for name, p in shared.items()}
+    strides: list[int] = []
+
+    def recording(params: policy.Params, obs: torch.Tensor) -> torch.Tensor:
+        strides.append(params["w0"].stride(0))
+        return policy.mean_action(params, obs)
+
+    kwargs = {"episodes": 3, "horizon": LONGEST, "dtype": torch.float32, "mean_action_fn": recording}
+    viewed, viewed_stats = run("waves", num_tasks=4, params=shared, **kwargs)
+    assert set(strides) == {0}, "the policy reads views of the one copy"
+    strides.clear()
+    copies, copies_stats = run("waves", num_tasks=4, params=copied, **kwargs)
+    assert strides and 0 not in strides, "task-batched parameters: a copy per running episode"
+    for field in ("observations", "actions", "means", "rewards", "log_probs"):
+        assert torch.equal(getattr(viewed, field), getattr(copies, field)), field
+    assert np.array_equal(viewed_stats.returns, copies_stats.returns)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_policy_reads_a_broadcast_view_as_it_reads_copies_at_meta_world_sizes(threads: int) -> None:
+    """The bit-identity the wave sampler's views rely on, at Meta-World's sizes (39 → 100 → 100 → 4) and
+    wave widths from one episode to ML45's 2,025, on 1 and 2 torch threads."""
+    theta = policy.init_params(39, 4, (100, 100), torch.Generator().manual_seed(0))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n in (1, 7, 96, 2025):
+            view = {name: p.unsqueeze(0).expand(n, *p.shape) for name, p in theta.items()}
+            copies = {name: p.contiguous() for name, p in view.items()}
+            obs = torch.randn(n, 1, 39, generator=torch.Generator().manual_seed(n))
+            with torch.no_grad():
+                assert torch.equal(policy.mean_action(view, obs), policy.mean_action(copies, obs)), n
+    finally:
+        torch.set_num_threads(previous)

@@ -151,5 +151,28 @@ def test_calibrate_reads_the_benchmarks_extra_info():
     assert got.measured_steps_per_s == {"local_1": 2000.0, "ray_1": 1500.0}
     calm = scaling.quiet(got.loaded)
     assert calm.env_slowdown == 1.0 and calm.call_fixed_ms == pytest.approx(4.0 / 1.5)
-    shared = scaling.shared_policy(got.loaded, got)
-    assert [x for point in shared.driver_step_ms for x in point] == pytest.approx([1.0, 0.07, 45.0, 0.3])
+    assert got.loaded.shared_driver_step_ms is not None
+    expected_shared = [1.0, 0.07, 45.0, 0.3]  # d − policy share + shared call
+    assert [x for point in got.loaded.shared_driver_step_ms for x in point] == pytest.approx(expected_shared)
+    shared = scaling.shared_policy(got.loaded)
+    assert [x for point in shared.driver_step_ms for x in point] == pytest.approx(expected_shared)
+    assert [x for point in calm.shared_driver_step_ms for x in point] == pytest.approx(
+        [v / 1.5 if i % 2 else v for i, v in enumerate(expected_shared)]
+    ), "quiet scales the shared d(n) as it scales d(n)"
+
+
+def test_the_first_round_of_training_and_of_the_meta_test_runs_on_shared_parameters():
+    """Pre-update sampling and the meta-test's adaptation episodes of θ give every task the same
+    parameters: those rounds pay the shared ``d(n)``, the others the per-episode one."""
+    groups = ("a", "b")
+    shared = replace(TOY, shared_driver_step_ms=((1.0, 0.0), (100.0, 0.0)))
+    per_round = scaling.round_seconds(groups, 1, 10, 1, shared)
+    cheaper = scaling.round_seconds(groups, 1, 10, 1, shared, shared=True)
+    assert cheaper == pytest.approx(per_round - 10 * scaling.interpolate(TOY.driver_step_ms, 2) / 1e3)
+    assert scaling.round_seconds(groups, 1, 10, 1, TOY, shared=True) == pytest.approx(per_round), (
+        "without a shared d(n), d(n)"
+    )
+    work = scaling.Workload("toy", groups, 1, 10, 2, groups, (1, 1, 1), 1)
+    epoch = scaling.epoch_seconds(work, 1, shared)
+    assert epoch.sampling_s == pytest.approx(cheaper + per_round)
+    assert epoch.meta_test_s == pytest.approx(cheaper + 2 * per_round)

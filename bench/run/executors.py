@@ -461,6 +461,12 @@ def _file_failure(spec: RunSpec, error: str, outcome: Outcome, console: Console)
     console.ended(spec.name, f"{spec.name}: FAILED — {error}")
 
 
+def gpus_of(spec: RunSpec) -> int:
+    """The GPUs a run's Ray task asks for: one if its meta-update runs on CUDA (Ray hides the GPUs from a
+    task that asks for none), else none."""
+    return 1 if spec.config.device.startswith("cuda") else 0
+
+
 def run_ray(
     specs: Sequence[RunSpec],
     address: str | None = None,
@@ -469,7 +475,8 @@ def run_ray(
     log_every: int | None = None,
     sampler_actors: int = 0,
 ) -> Outcome:
-    """Submit each run as a Ray task (``num_cpus`` = its threads), retried on worker failure.
+    """Submit each run as a Ray task (``num_cpus`` = its threads, one GPU if its ``device`` is CUDA:
+    :func:`gpus_of`), retried on worker failure.
 
     ``sampler_actors`` > 0: each Meta-World run samples on that many Ray actors of one CPU each, placed
     anywhere in the cluster (:class:`maml.envs.ray_pool.RayMetaWorldPool`), and its own task asks for one
@@ -499,7 +506,9 @@ def run_ray(
             remote = ray.remote(max_retries=max_retries)(train_one)
             refs = {
                 remote.options(
-                    num_cpus=1 if sampler_actors else spec.threads, name=f"maml-bench {spec.name}"
+                    num_cpus=1 if sampler_actors else spec.threads,
+                    num_gpus=gpus_of(spec),
+                    name=f"maml-bench {spec.name}",
                 ).remote(spec, sampler_actors): spec
                 for spec in specs
             }

@@ -61,6 +61,11 @@ class TaskFamily(Protocol):
 
     def make_env(self, num_envs: int, num_threads: int) -> BatchedEnv[Any] | WaveEnv[Any]: ...
 
+    def sampler(self, num_threads: int) -> dict[str, object]:
+        """How :meth:`make_env` 's environments will sample with ``num_threads`` (the run's manifest
+        records it: the episodes do not depend on it, the speed does)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -89,6 +94,9 @@ class HalfCheetahDirFamily:
         env = HalfCheetahDirBatch(num_envs, self._env_config, num_threads=num_threads)
         self._envs.append(env)
         return env
+
+    def sampler(self, num_threads: int) -> dict[str, object]:
+        return {"kind": "batched MuJoCo (all episodes in lockstep)", "threads": num_threads}
 
     def close(self) -> None:
         for env in self._envs:
@@ -167,6 +175,15 @@ class MetaWorldFamily:
 
                 self._pool = MetaWorldPool(num_threads, action_scale=self.action_scale)
         return self._pool
+
+    def sampler(self, num_threads: int) -> dict[str, object]:
+        from maml.envs.metaworld_pool import FAST_STEP
+
+        if self.sampler_actors:
+            where: dict[str, object] = {"kind": "Ray actors (wave sampler)", "actors": self.sampler_actors}
+        else:
+            where = {"kind": "local worker pool (wave sampler)", "workers": num_threads}
+        return where | {"fast_step": FAST_STEP}
 
     def close(self) -> None:
         if self._pool is not None:

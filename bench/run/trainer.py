@@ -359,7 +359,7 @@ class Trainer:
         self.baseline = make_baseline(self.config, family, spec.seed)
         try:
             state = self._load_or_init(family)
-            self._start_manifest(state)
+            self._start_manifest(state, family.sampler(spec.threads))
             progress = _Progress(path, state.epoch)
             try:
                 self._train(family, state, progress)
@@ -412,11 +412,12 @@ class Trainer:
         )
         files.write_json(self.spec.path / rf.MANIFEST, self.manifest)
 
-    def _start_manifest(self, state: _State) -> None:
+    def _start_manifest(self, state: _State, sampler: dict[str, object]) -> None:
         starts = list(self.manifest.get("starts", []))
         starts.append(
             {"time": datetime.now(UTC).isoformat(timespec="seconds"), "from_epoch": state.epoch}
             | provenance.host_info(self.config.device)
+            | {"sampler": sampler}
         )
         self.manifest.update(
             status=rf.STATUS_RUNNING,
