@@ -25,6 +25,14 @@ SPEC = SyntheticSpec(
 NARROW_HIDDEN = SyntheticSpec(
     num_tasks=3, episodes=2, horizon=45, obs_dim=11, act_dim=17, hidden_sizes=(5, 40), padded=True
 )
+# the last hidden layer narrower than the action (the kept curvatures are as wide as the action, not it)
+NARROW_LAST = SyntheticSpec(
+    num_tasks=3, episodes=2, horizon=20, obs_dim=11, act_dim=17, hidden_sizes=(40, 5), padded=True
+)
+# no hidden layer (hidden_sizes=()): the mean head alone, one layer input, no tanh
+LINEAR = SyntheticSpec(
+    num_tasks=3, episodes=3, horizon=50, obs_dim=7, act_dim=3, hidden_sizes=(), padded=True
+)
 TOLERANCE = {torch.float64: 1e-11, torch.float32: 2e-5}
 
 pytestmark = pytest.mark.skipif(
@@ -43,7 +51,11 @@ def kernels():
     return loaded
 
 
-@pytest.mark.parametrize("spec", [SPEC, NARROW_HIDDEN], ids=["odd-widths", "narrow-hidden"])
+@pytest.mark.parametrize(
+    "spec",
+    [SPEC, NARROW_HIDDEN, NARROW_LAST, LINEAR],
+    ids=["odd-widths", "narrow-hidden", "narrow-last", "linear"],
+)
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_fused_linearization_equals_torch_passes(kernels, dtype, first_order, spec):
@@ -172,3 +184,69 @@ def test_linearization_falls_back_to_the_torch_passes(monkeypatch, tmp_path):
             gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, fused=True)
     finally:
         mlp_kernels.load.cache_clear()
+
+
+def test_net_limits_match_the_c_arrays() -> None:
+    """The C structure holds at most ``MAX_LAYERS`` layers and its scratch rows ``MAX_WIDTH`` units: a
+    network on either limit is accepted (one layer too: a linear policy), one past it refused before any C
+    code runs — the input width counts as much as a hidden one."""
+    width, layers = mlp_kernels.MAX_WIDTH, mlp_kernels.MAX_LAYERS
+    assert (width, layers) == (4096, 8)
+    for widths in [(4, 2), (4, width, 2), (width, 3), (3, width), (3,) * (layers + 1)]:
+        net = mlp_kernels._net(widths)
+        assert net.num_layers == len(widths) - 1
+        assert list(net.widths)[: len(widths)] == list(widths)
+    for widths in [(4, width + 1, 2), (width + 1, 3), (3, width + 1), (3,) * (layers + 2), (3,)]:
+        with pytest.raises(ValueError, match="1 to 8 layers of at most 4096 units"):
+            mlp_kernels._net(widths)
+
+
+@pytest.mark.parametrize("spec", [NARROW_LAST, LINEAR], ids=["narrow-last", "linear"])
+def test_kept_inner_side_has_the_network_shapes(kernels, spec: SyntheticSpec) -> None:
+    """The inner side an adaptation keeps (``H_i``'s constants, written by the C code): one input
+    ``[T, M, in + 1]`` and one delta ``[T, M, out]`` per layer, and the curvatures as wide as the action —
+    not as the last hidden layer, which a narrow one would make the C code overrun."""
+    theta, batch = build(spec, seed=7)
+    layout = Layout.of(theta)
+    pre = batch.pre[0]
+    observations, actions = (pre.flat(f).contiguous() for f in ("observations", "actions"))
+    weights = (pre.flat("mask") * pre.flat("advantages")).contiguous()
+    flat = layout.flatten(theta)
+    adapted, side = kernels.adapt(layout.widths, flat, observations, actions, weights, INNER_LR, keep=True)
+    tasks, samples = observations.shape[:2]
+    act = spec.act_dim
+    inputs, deltas = side.sources
+    assert [tuple(x.shape) for x in inputs] == [(tasks, samples, w + 1) for w in layout.widths[:-1]]
+    assert [tuple(d.shape) for d in deltas] == [(tasks, samples, w) for w in layout.widths[1:]]
+    curvature, log_std_curvature, cross = side.tensors[-3:]
+    assert tuple(curvature.shape) == tuple(cross.shape) == (tasks, samples, act)
+    assert tuple(log_std_curvature.shape) == (tasks, act)
+    assert side.num_tasks == tasks and side.struct.samples == samples
+    plain, none = kernels.adapt(layout.widths, flat, observations, actions, weights, INNER_LR, keep=False)
+    assert none is None and torch.equal(plain, adapted)
+
+
+def test_products_refuse_bad_calls(kernels) -> None:
+    """``run`` computes the two products only, with a side, and checks every tensor it hands the C code (the
+    task sum ``total`` included) before the call."""
+    theta, batch = build(SPEC, seed=8)
+    point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, fused=True)
+    product = point.fused
+    widths, inner, fisher = product.layout.widths, product.inner, product.fisher
+    v = torch.randn(point.gradient.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    out = torch.empty(SPEC.num_tasks, v.shape[0], dtype=v.dtype)
+    with pytest.raises(ValueError, match="needs a side"):
+        kernels.run(mlp_kernels.OP_KL_HVP, widths, None, None, v, out, INNER_LR)
+    for operation in (mlp_kernels.OP_ADAPT, mlp_kernels.OP_FORWARD, mlp_kernels.OP_BACKWARD):
+        with pytest.raises(ValueError, match="OP_INNER_HVP or OP_KL_HVP"):
+            kernels.run(operation, widths, inner, fisher, v, out, INNER_LR)
+    strided = torch.empty(2 * v.shape[0], dtype=v.dtype)[::2]  # room for the C code's writes all the same
+    for total in (strided, torch.empty(2 * v.shape[0], dtype=torch.float32)[: v.shape[0]]):
+        with pytest.raises(ValueError, match="contiguous CPU tensors of one dtype"):
+            kernels.run(mlp_kernels.OP_KL_HVP, widths, inner, fisher, v, out, INNER_LR, total=total)
+    total = kernels.run(
+        mlp_kernels.OP_KL_HVP, widths, inner, fisher, v, out, INNER_LR, total=torch.empty_like(v)
+    )
+    torch.testing.assert_close(total, point.kl_hvp(v), rtol=1e-12, atol=1e-14)
+    assert kernels.run(mlp_kernels.OP_KL_HVP, widths, inner, fisher, v, out, INNER_LR) is out
+    torch.testing.assert_close(out.sum(0), total, rtol=1e-12, atol=1e-14)

@@ -159,6 +159,73 @@ def test_second_order_with_several_inner_steps_is_refused():
             kernel(theta, batch, trpo.surrogate, INNER_LR)
 
 
+LINEAR = replace(SPEC, hidden_sizes=())
+"""A policy without hidden layers (``hidden_sizes=()``, which the experiment config accepts): the mean head
+alone, one layer input and no tanh."""
+
+
+@pytest.mark.parametrize("fused", FUSED)
+@pytest.mark.parametrize("first_order", [False, True])
+def test_linear_policy_equals_autograd(first_order: bool, fused: bool | None) -> None:
+    """A linear policy's meta-gradient, KL-HVP and line-search values equal autograd's, by the kept
+    linearization and the standalone meta-gradient, in chunks of one task and by default."""
+    theta, batch = build(LINEAR, seed=10)
+    expected = _autograd_gradient(theta, batch, trpo.surrogate, first_order)
+    double_backward = _double_backward_hvp(theta, batch, first_order)
+    v = torch.randn(expected.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    for task_chunk in (1, None):
+        point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, first_order, task_chunk, fused)
+        assert _rel_err(point.gradient, expected) < 1e-12
+        assert _rel_err(point.kl_hvp(v), double_backward(v)) < 1e-12
+        alone, loss = gauss_newton.meta_gradient(
+            theta, batch, trpo.surrogate, INNER_LR, first_order, task_chunk, fused
+        )
+        assert _rel_err(alone, expected) < 1e-12
+        assert loss == pytest.approx(point.loss, rel=1e-12, abs=1e-15)
+    shifted = {n: p + 0.01 for n, p in theta.items()}
+    adapted = meta.adapt(shifted, batch.pre, INNER_LR)
+    values = (
+        meta.surrogate_loss(adapted, batch.post, trpo.surrogate).item(),
+        meta.mean_kl(adapted, batch.post).item(),
+        meta.mean_entropy(adapted).item(),
+    )
+    evaluated = gauss_newton.evaluate(shifted, batch, trpo.surrogate, INNER_LR, fused=fused)
+    assert evaluated == pytest.approx(values, rel=1e-12)
+
+
+def test_task_chunk_under_the_byte_cap_is_a_whole_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a CPU byte cap that holds 2.5 tasks' intermediates the torch passes take 2 tasks per chunk (a
+    whole number: ``range`` takes no float step), sized by the widest layer after the input, and give the
+    numbers of one chunk of all tasks."""
+    spec = replace(SPEC, num_tasks=5)
+    theta, batch = build(spec, seed=11)
+    widest = max(*spec.hidden_sizes, spec.act_dim)
+    per_task = spec.episodes * spec.horizon * widest * torch.float64.itemsize
+    monkeypatch.setattr(gauss_newton, "CPU_CHUNK_BYTES", int(2.5 * per_task))
+    assert gauss_newton.default_task_chunk(batch, widest) == 2
+    point = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, fused=False)
+    assert [fisher.adapted.shape[0] for _, fisher in point.chunks] == [2, 2, 1]
+    whole = gauss_newton.linearize(theta, batch, trpo.surrogate, INNER_LR, task_chunk=5, fused=False)
+    v = torch.randn(whole.gradient.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    assert _rel_err(point.gradient, whole.gradient) < 1e-12
+    assert _rel_err(point.kl_hvp(v), whole.kl_hvp(v)) < 1e-12
+    alone, loss = gauss_newton.meta_gradient(theta, batch, trpo.surrogate, INNER_LR, fused=False)
+    assert _rel_err(alone, whole.gradient) < 1e-12
+    assert loss == pytest.approx(whole.loss, rel=1e-12)
+
+
+@pytest.mark.parametrize("fused", FUSED)
+def test_meta_gradient_tensors_is_second_order_by_default(fused: bool | None) -> None:
+    """Called without ``first_order``, ``meta_gradient_tensors`` gives ``meta_gradient``'s default: the
+    second-order meta-gradient, not FOMAML's."""
+    theta, batch = build(SPEC, seed=12)
+    gradient, loss = gauss_newton.meta_gradient_tensors(theta, batch, trpo.surrogate, INNER_LR, fused=fused)
+    expected = _autograd_gradient(theta, batch, trpo.surrogate, first_order=False)
+    assert _rel_err(gradient, expected) < 1e-12
+    assert _rel_err(gradient, _autograd_gradient(theta, batch, trpo.surrogate, first_order=True)) > 1e-3
+    assert loss.item() == pytest.approx(meta.meta_objective(theta, batch, trpo.surrogate, INNER_LR)[0].item())
+
+
 def _assert_same_step(fast, fast_stats, ref, ref_stats, rtol):
     assert fast_stats["LineSearchTries"] == ref_stats["LineSearchTries"]
     assert fast_stats["StepAccepted"] == ref_stats["StepAccepted"] == 1.0
