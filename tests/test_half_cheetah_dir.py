@@ -3,6 +3,7 @@ the reward follows the task's direction."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -233,3 +234,24 @@ def test_chunk_runner_runs_each_chunk_once_and_reports_errors():
     runner.close()
     with pytest.raises(RuntimeError, match="closed"):
         runner.run(record, 1)
+
+
+def test_the_config_accepts_its_boundaries_refuses_beyond_them_and_is_frozen() -> None:
+    """One physics step per env step, any positive action scale (below 1 too), zero control cost and zero
+    reset noise are valid; nothing below them is; a config cannot be changed once made."""
+    accepted = HalfCheetahDirConfig(
+        frame_skip=1, action_scale=0.5, ctrl_cost_weight=0.0, reset_noise_scale=0.0
+    )
+    assert (accepted.frame_skip, accepted.action_scale) == (1, 0.5)
+    refused = [
+        ({"frame_skip": 0}, "frame_skip must be at least 1"),
+        ({"action_scale": 0.0}, "action_scale must be positive"),
+        ({"action_scale": float("nan")}, "action_scale must be positive"),
+        ({"ctrl_cost_weight": -0.1}, "must be non-negative"),
+        ({"reset_noise_scale": -0.1}, "must be non-negative"),
+    ]
+    for fields, message in refused:
+        with pytest.raises(ValueError, match=message):
+            HalfCheetahDirConfig(**fields)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        accepted.frame_skip = 2  # type: ignore[misc]

@@ -23,6 +23,7 @@ from metaworld.sawyer_xyz_env import SawyerXYZEnv
 from scipy.spatial.transform import Rotation
 from test_metaworld import SCRIPTED_WARNING, observable
 
+from maml.envs import metaworld_fast
 from maml.envs import metaworld_tasks as mwt
 from maml.envs.metaworld_fast import ROTATION_MATRIX_QUATS, install_fast_paths, quat_from_matrix
 from maml.envs.metaworld_pool import MAX_EPISODE_LENGTH, make_env
@@ -251,3 +252,16 @@ def _defining_class(class_name: str) -> str:
     """The name of the class that defines ``_get_quat_objects`` for a v3 environment name."""
     cls = metaworld.env_dict.ALL_V3_ENVIRONMENTS[class_name]
     return next(k.__name__ for k in cls.__mro__ if "_get_quat_objects" in vars(k))
+
+
+def test_the_step_breakdown_times_mujocos_calls_and_puts_the_module_back(monkeypatch):
+    """bench/step_breakdown.py (the README's "where a fast step's time goes"): its parts add up to the step,
+    every part is positive, and the fast step calls the real mujoco module again afterwards."""
+    from bench import step_breakdown
+
+    monkeypatch.setattr(step_breakdown, "HORIZON", 5)
+    monkeypatch.setattr(step_breakdown, "ROUNDS", 1)
+    (row,) = step_breakdown.breakdown("ml1_push", 2)
+    assert all(row[key] > 0 for key in ("step", "mj_step", "forward_rne", "python", "bound", "reset"))
+    assert row["step"] == pytest.approx(row["mj_step"] + row["forward_rne"] + row["python"])
+    assert metaworld_fast.mujoco is mujoco
