@@ -168,9 +168,19 @@ def mujoco_matrix(q: np.ndarray) -> np.ndarray:
     return m
 
 
-def test_quat_from_matrix_equals_scipy():
+class _NoScipy:
+    """Stands in for scipy's ``Rotation`` inside the fast paths: a MuJoCo rotation matrix must take the fast
+    formula (the point of it), never the fallback."""
+
+    @staticmethod
+    def from_matrix(matrix):
+        raise AssertionError(f"scipy called for {matrix.ravel().tolist()}")
+
+
+def test_quat_from_matrix_equals_scipy(monkeypatch):
     """All four branches of scipy's conversion (the largest of the diagonal and the trace), MuJoCo's matrices
-    from random and nearly axis-aligned quaternions, ties included."""
+    from random and nearly axis-aligned quaternions, ties included; every one by the fast formula."""
+    monkeypatch.setattr(metaworld_fast, "Rotation", _NoScipy)
     rng = np.random.default_rng(0)
     quats = [rng.normal(size=4) for _ in range(4000)]
     for axis in range(4):
