@@ -255,3 +255,17 @@ def test_the_config_accepts_its_boundaries_refuses_beyond_them_and_is_frozen() -
             HalfCheetahDirConfig(**fields)
     with pytest.raises(dataclasses.FrozenInstanceError):
         accepted.frame_skip = 2  # type: ignore[misc]
+
+
+def test_the_defaults_a_user_gets() -> None:
+    """``HalfCheetahDirEnv()`` runs forward, its action space is ``[−10, 10]⁶`` (garage's action scale), its
+    reset reports the torso's x position (``qpos[0]``); a batch steps with the compiled loop by default
+    wherever it builds."""
+    env = HalfCheetahDirEnv()
+    _, info = env.reset(seed=0)
+    assert info["direction"] == 1.0
+    assert np.array_equal(env.action_space.low, np.full(6, -10.0))
+    assert np.array_equal(env.action_space.high, np.full(6, 10.0))
+    assert info["x_position"] == float(env.data.qpos[0]) and env.data.qpos[0] != env.data.qpos[1]
+    with HalfCheetahDirBatch(2, num_threads=1) as batch:
+        assert batch.native == (native_step.load() is not None)
