@@ -348,10 +348,6 @@ class Calibration:
 
     loaded: Measured
     """Every term as measured (the env at the measured slowdown)."""
-    policy_share_ms: Points
-    """The policy call's share of ``d(n)`` (per-episode parameters)."""
-    shared_policy_ms: Points
-    """The same call on parameters shared by the rows (one copy per task)."""
     measured_steps_per_s: Mapping[str, float]
     """``test_sampler_steps_per_s``: best-round steps/s per configuration (``ray_1``, ``local_1``, …)."""
     load_average: float
@@ -397,8 +393,6 @@ def calibrate(
     configs = [k for k, v in speed.items() if isinstance(v, dict) and "steps_per_s" in v]
     return Calibration(
         loaded=loaded,
-        policy_share_ms=policy_share,
-        shared_policy_ms=shared_call,
         measured_steps_per_s={k: float(speed[k]["steps_per_s"]) for k in configs},
         load_average=float(speed["load_average_1min"]),
     )
@@ -438,7 +432,7 @@ def quiet(measured: Measured) -> Measured:
 
 def shared_policy(measured: Measured) -> Measured:
     """What if every round's policy call read one copy of each task's parameters, as the first rounds' call
-    does (``d(n) − policy share + shared call``, :class:`Calibration`), instead of a copy per episode."""
+    does (``d(n) − policy share + shared call``, :func:`calibrate`), instead of a copy per episode."""
     if measured.shared_driver_step_ms is None:
         raise ValueError("the parameters have no shared-parameter d(n)")
     return replace(measured, driver_step_ms=measured.shared_driver_step_ms)

@@ -140,14 +140,19 @@ def test_first_order_meta_gradient_and_hvp_equal_autograd(num_grad_updates, fuse
 def test_evaluate_equals_autograd_path(fused):
     theta, batch = build(SPEC, seed=4)
     shifted = {n: p + 0.01 for n, p in theta.items()}
-    adapted = meta.adapt(shifted, batch.pre, INNER_LR)
-    expected = (
+    assert gauss_newton.evaluate(shifted, batch, trpo.surrogate, INNER_LR, fused=fused) == pytest.approx(
+        _autograd_values(shifted, batch), rel=1e-12
+    )
+
+
+def _autograd_values(theta, batch) -> tuple[float, float, float]:
+    """The line search's values at ``theta`` by autograd: the post-update surrogate, mean KL and entropy of
+    the adapted policy."""
+    adapted = meta.adapt(theta, batch.pre, INNER_LR)
+    return (
         meta.surrogate_loss(adapted, batch.post, trpo.surrogate).item(),
         meta.mean_kl(adapted, batch.post).item(),
         meta.mean_entropy(adapted).item(),
-    )
-    assert gauss_newton.evaluate(shifted, batch, trpo.surrogate, INNER_LR, fused=fused) == pytest.approx(
-        expected, rel=1e-12
     )
 
 
@@ -183,14 +188,8 @@ def test_linear_policy_equals_autograd(first_order: bool, fused: bool | None) ->
         assert _rel_err(alone, expected) < 1e-12
         assert loss == pytest.approx(point.loss, rel=1e-12, abs=1e-15)
     shifted = {n: p + 0.01 for n, p in theta.items()}
-    adapted = meta.adapt(shifted, batch.pre, INNER_LR)
-    values = (
-        meta.surrogate_loss(adapted, batch.post, trpo.surrogate).item(),
-        meta.mean_kl(adapted, batch.post).item(),
-        meta.mean_entropy(adapted).item(),
-    )
     evaluated = gauss_newton.evaluate(shifted, batch, trpo.surrogate, INNER_LR, fused=fused)
-    assert evaluated == pytest.approx(values, rel=1e-12)
+    assert evaluated == pytest.approx(_autograd_values(shifted, batch), rel=1e-12)
 
 
 def test_task_chunk_under_the_byte_cap_is_a_whole_number(monkeypatch: pytest.MonkeyPatch) -> None:
