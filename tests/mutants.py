@@ -187,7 +187,9 @@ class _Finder(ast.NodeVisitor):
             return True
         return any(scope == s or scope.startswith(s + ".") for s in self.scopes)
 
-    def _add(self, line: int, span: tuple[int, int] | None, replacement: str) -> None:
+    def _add(
+        self, line: int, span: tuple[int, int] | None, replacement: str, last_line: int | None = None
+    ) -> None:
         if span is None or not self._active():
             return
         if b"pragma: no mutate" in self.lines[line - 1]:
@@ -195,7 +197,9 @@ class _Finder(ast.NodeVisitor):
         original = self.source[span[0] : span[1]].decode()
         # code that runs at import time (module and class level) is covered by no test's context: the tests
         # that run any line of the file judge it; a default argument, those that run its function's body
-        cover = self.cover or ((line, line) if self.in_function else (1, len(self.lines)))
+        # (``last_line``: an operator whose operand spans lines, e.g. ``if not (`` over a multi-line condition
+        # that the tracer reports on the operand's lines only)
+        cover = self.cover or ((line, last_line or line) if self.in_function else (1, len(self.lines)))
         scope = ".".join(self.stack) or "<module>"
         self.found.append((line, span[0], span[1], original, replacement, scope, *cover))
 
@@ -270,7 +274,7 @@ class _Finder(ast.NodeVisitor):
             start = self._start(node)
             span = (start, start + len(token))
             if self.source[span[0] : span[1]].decode() == token:
-                self._add(node.lineno, span, "")
+                self._add(node.lineno, span, "", node.end_lineno)
         self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:

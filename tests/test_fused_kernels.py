@@ -250,3 +250,74 @@ def test_products_refuse_bad_calls(kernels) -> None:
     torch.testing.assert_close(total, point.kl_hvp(v), rtol=1e-12, atol=1e-14)
     assert kernels.run(mlp_kernels.OP_KL_HVP, widths, inner, fisher, v, out, INNER_LR) is out
     torch.testing.assert_close(out.sum(0), total, rtol=1e-12, atol=1e-14)
+
+
+def _with_params(side: mlp_kernels.Side, params: torch.Tensor) -> mlp_kernels.Side:
+    """``side`` with other params (the same kept inputs, deltas and curvatures)."""
+    inputs, deltas = side.sources
+    rest = side.tensors[1 + len(inputs) + len(deltas) :]
+    return mlp_kernels.Side(
+        params, inputs, *rest[:2], deltas=deltas, cross=rest[2] if len(rest) > 2 else None
+    )
+
+
+@pytest.mark.parametrize("spec", [SPEC, LINEAR], ids=["odd-widths", "linear"])
+def test_every_call_checks_its_shapes_against_the_widths(kernels, spec: SyntheticSpec) -> None:
+    """The C code takes lengths from ``widths`` and the sample count, not from the tensors: each tensor of
+    another shape is refused, by name, before the call. Every bad tensor here is larger than the right one,
+    so that a missing check shows as a call that returns, not as a write past a buffer."""
+    theta, batch = build(spec, seed=9)
+    layout = Layout.of(theta)
+    widths, flat = layout.widths, layout.flatten(theta)
+    size = mlp_kernels.num_params(widths)
+    assert size == flat.shape[0] == sum(p.numel() for p in theta.values())
+    pre = batch.pre[0]
+    observations, actions = (pre.flat(f).contiguous() for f in ("observations", "actions"))
+    weights = (pre.flat("mask") * pre.flat("advantages")).contiguous()
+    tasks, samples = weights.shape
+
+    def grown(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+        shape = list(tensor.shape)
+        shape[dim] += 1
+        return torch.zeros(shape, dtype=tensor.dtype)
+
+    adapt_args = {"params": flat, "observations": observations, "actions": actions, "weights": weights}
+    for name, value in adapt_args.items():
+        for dim in range(value.dim()):
+            bad = {**adapt_args, name: grown(value, dim)}
+            # (the task and sample counts are read from the observations: the others then disagree)
+            named = "" if name == "observations" and dim < 2 else name
+            with pytest.raises(ValueError, match=rf"{named} must have shape"):
+                kernels.adapt(widths, *bad.values(), INNER_LR, keep=False)
+    with pytest.raises(ValueError, match=r"^params must have shape"):
+        kernels.adapt(
+            widths, flat.expand(tasks + 1, -1).contiguous(), *list(adapt_args.values())[1:], 0.1, False
+        )
+    for bad_params, bad_observations in [(grown(flat, 0), observations), (flat, grown(observations, 2))]:
+        with pytest.raises(ValueError, match="must have shape"):
+            kernels.forward(widths, bad_params, bad_observations, keep=False)
+    adapted, inner = kernels.adapt(widths, flat, observations, actions, weights, INNER_LR, keep=True)
+    assert tuple(adapted.shape) == (tasks, size)
+    head = torch.zeros(tasks, samples, widths[-1], dtype=flat.dtype)
+    for dim in range(3):
+        with pytest.raises(ValueError, match=r"^head must have shape"):
+            kernels.backward(widths, inner, grown(head, dim))
+    assert tuple(kernels.backward(widths, inner, head).shape) == (tasks, size)
+
+    v, out, total = flat.clone(), torch.empty(tasks, size, dtype=flat.dtype), torch.empty_like(flat)
+    op = mlp_kernels.OP_INNER_HVP
+    for bad_v in (grown(v, 0), grown(adapted, 0), grown(adapted, 1)):
+        with pytest.raises(ValueError, match=r"^vector must have shape"):
+            kernels.run(op, widths, inner, None, bad_v, out, INNER_LR)
+    for bad_out in (grown(out, 0), grown(out, 1)):
+        with pytest.raises(ValueError, match=r"^out must have shape"):
+            kernels.run(op, widths, inner, None, v, bad_out, INNER_LR)
+    with pytest.raises(ValueError, match=r"^total must have shape"):
+        kernels.run(op, widths, inner, None, v, out, INNER_LR, total=grown(total, 0))
+    for bad_side in (_with_params(inner, grown(flat, 0)), _with_params(inner, grown(adapted, 0))):
+        with pytest.raises(ValueError, match=r"^a side's params must have shape"):
+            kernels.run(op, widths, bad_side, None, v, out, INNER_LR)
+        with pytest.raises(ValueError, match=r"^a side's params must have shape"):
+            kernels.run(mlp_kernels.OP_KL_HVP, widths, None, bad_side, v, out, INNER_LR)
+    for vector in (v, adapted):  # shared [P] and per task [T, P]
+        assert kernels.run(op, widths, inner, None, vector, out, INNER_LR, total=total) is total

@@ -208,6 +208,15 @@ def test_quat_from_matrix_leaves_other_matrices_to_scipy():
         quat_from_matrix(reflection)
 
 
+def test_quat_from_matrix_sends_a_scaled_rotation_to_scipy():
+    """A uniformly scaled rotation keeps its rows orthogonal but not of unit length: only the diagonal of
+    the Gramian tells it apart, and the fast formula on it would be off by up to 3e-2 (1.2·R)."""
+    rng = np.random.default_rng(2)
+    for scale in (1 + 1e-4, 1 + 1e-3, 1 - 1e-3, 1.2):
+        m = mujoco_matrix(rng.normal(size=4)) * scale
+        assert np.array_equal(quat_from_matrix(m), Rotation.from_matrix(m.reshape(3, 3)).as_quat()), scale
+
+
 @pytest.mark.filterwarnings(SCRIPTED_WARNING)
 def test_fast_contacts_equal_metaworlds(ml45):
     """The cached contact test gives Meta-World's results (value and type) and the pool's booleans at every

@@ -128,7 +128,8 @@ def test_a_single_physics_step(arm: mujoco.MjModel, native: bool) -> None:
 def test_the_c_loop_refuses_arrays_it_cannot_step(arm: mujoco.MjModel) -> None:
     """The C loop reads ``states`` and writes ``xpos`` as packed float64 rows: a strided or float32 array,
     either of the two, is refused before the call. (Each bad array lies in memory large enough for the
-    rows the C code would touch, so that a missing check fails this test rather than the process.)"""
+    rows the C code would touch, so that a missing check fails this test rather than the process.) So is a
+    states array whose rows are not ``mj_stateSize`` long: the C code takes the row length from it."""
     loop = native_step.load()
     assert loop is not None, "the C loop failed to build (see the warning)"
     spec, data, rows = mujoco_batch.STATE.value, mujoco.MjData(arm), 4
@@ -146,6 +147,8 @@ def test_the_c_loop_refuses_arrays_it_cannot_step(arm: mujoco.MjModel) -> None:
         (single_states, xpos, "float64"),
         (states, single_xpos, "float64"),
         (states, np.zeros((rows, arm.nbody + 1, 3)), "shape"),
+        (np.tile(np.append(state, 0.0), (rows, 1)), xpos, r"states must have shape \[rows, \d+\]"),
+        (state, xpos[:1], r"states must have shape \[rows, \d+\]"),
     ]:
         with pytest.raises(ValueError, match=match):
             loop.step_rows(arm, data, bad_states, bad_xpos, spec, 1)

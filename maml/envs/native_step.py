@@ -63,6 +63,9 @@ class NativeStep:
             raise ValueError("states and xpos must be C-contiguous")
         if states.dtype != np.float64 or xpos.dtype != np.float64:
             raise ValueError("states and xpos must be float64")
+        width = mujoco.mj_stateSize(model, spec)
+        if states.ndim != 2 or states.shape[1] != width:
+            raise ValueError(f"states must have shape [rows, {width}] (mj_stateSize), got {states.shape}")
         if xpos.shape != (states.shape[0], model.nbody, 3):
             raise ValueError(f"xpos must have shape {(states.shape[0], model.nbody, 3)}, got {xpos.shape}")
         self._step_rows(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import itertools
 import platform
 import weakref
 from collections.abc import Sequence
@@ -171,6 +172,20 @@ class Side:
         )
 
 
+def num_params(widths: Sequence[int]) -> int:
+    """P, the length of the flat θ the kernels read: each layer's ``[in, out]`` weights and ``[out]`` bias,
+    then the log-std ``[act]``."""
+    return sum((w_in + 1) * w_out for w_in, w_out in itertools.pairwise(widths)) + widths[-1]
+
+
+def _expect(name: str, tensor: Tensor, *shapes: tuple[int, ...]) -> None:
+    """The C code trusts the lengths it is given: a tensor of another shape would be read or written past
+    its end, so it is refused here."""
+    if tuple(tensor.shape) not in shapes:
+        wanted = " or ".join(str(list(s)) for s in shapes)
+        raise ValueError(f"{name} must have shape {wanted} for these widths, got {list(tensor.shape)}")
+
+
 def _net(widths: Sequence[int]) -> _Net:
     if not 1 <= len(widths) - 1 <= MAX_LAYERS or max(widths) > MAX_WIDTH:
         raise ValueError(f"the fused kernels take 1 to {MAX_LAYERS} layers of at most {MAX_WIDTH} units")
@@ -214,10 +229,18 @@ class MlpKernels:
         if side is None or operation not in (OP_INNER_HVP, OP_KL_HVP):
             raise ValueError("run() computes OP_INNER_HVP or OP_KL_HVP and needs a side")
         _check([vector, out] if total is None else [vector, out, total], side.dtype)
+        net, size, tasks = _net(widths), num_params(widths), side.num_tasks
+        _expect("vector", vector, (size,), (tasks, size))
+        _expect("out", out, (tasks, size))
+        for given in (inner, fisher):
+            if given is not None:
+                _expect("a side's params", given.tensors[0], (size,), (tasks, size))
+        if total is not None:
+            _expect("total", total, (size,))
         self._invoke(
             side.dtype,
             threads,
-            net=_net(widths),
+            net=net,
             operation=operation,
             num_tasks=side.num_tasks,
             inner_lr=inner_lr,
@@ -246,6 +269,11 @@ class MlpKernels:
         (advantage · mask / n_i). With ``keep``, also the inner side (the constants of ``H_i u``)."""
         num_tasks, samples = observations.shape[:2]
         _check([params, observations, actions, weights], params.dtype)
+        net, size = _net(widths), num_params(widths)
+        _expect("params", params, (size,), (num_tasks, size))
+        _expect("observations", observations, (num_tasks, samples, widths[0]))
+        _expect("actions", actions, (num_tasks, samples, widths[-1]))
+        _expect("weights", weights, (num_tasks, samples))
         adapted = torch.empty(num_tasks, params.shape[-1], dtype=params.dtype)
         side = None
         if keep:
@@ -265,7 +293,7 @@ class MlpKernels:
         self._invoke(
             params.dtype,
             threads,
-            net=_net(widths),
+            net=net,
             operation=OP_ADAPT,
             num_tasks=num_tasks,
             inner_lr=inner_lr,
@@ -292,6 +320,9 @@ class MlpKernels:
         the layer inputs ``X_k = [x_k, 1]  [T, M, in_k + 1]`` (recycled once the list is garbage)."""
         num_tasks, samples = observations.shape[:2]
         _check([params, observations], params.dtype)
+        net, size = _net(widths), num_params(widths)
+        _expect("params", params, (size,), (num_tasks, size))
+        _expect("observations", observations, (num_tasks, samples, widths[0]))
         mean = torch.empty(num_tasks, samples, widths[-1], dtype=params.dtype)
         inputs = None
         if keep:
@@ -303,7 +334,7 @@ class MlpKernels:
         self._invoke(
             params.dtype,
             threads,
-            net=_net(widths),
+            net=net,
             operation=OP_FORWARD,
             num_tasks=num_tasks,
             vector=params.data_ptr(),
@@ -319,11 +350,13 @@ class MlpKernels:
         """``(∂μ/∂θ_i)ᵀ g_i [T, P]`` on ``side``'s samples (its inputs and θ_i), ``g = head [T, M, act]``;
         the log-std slot is zero."""
         _check([head], side.dtype)
+        net = _net(widths)
+        _expect("head", head, (side.num_tasks, side.struct.samples, widths[-1]))
         out = torch.empty(side.num_tasks, side.tensors[0].shape[-1], dtype=side.dtype)
         self._invoke(
             side.dtype,
             threads,
-            net=_net(widths),
+            net=net,
             operation=OP_BACKWARD,
             num_tasks=side.num_tasks,
             fisher=ctypes.pointer(side.struct),
