@@ -302,8 +302,9 @@ class _Finder(ast.NodeVisitor):
         return next(i for i, s in enumerate(self.line_starts) if s > offset)
 
 
-def mutants_of(path: str, scopes: tuple[str, ...] | None) -> list[Mutant]:
-    source = (ROOT / path).read_bytes()
+def mutants_of(path: str, scopes: tuple[str, ...] | None, source: bytes | None = None) -> list[Mutant]:
+    """The mutants of the file at ``path`` (or of ``source``, named ``path``) within ``scopes``."""
+    source = (ROOT / path).read_bytes() if source is None else source
     tree = ast.parse(source)
     finder = _Finder(source, scopes, SKIPPED_SCOPES.get(path, ()))
     for statement in tree.body:
