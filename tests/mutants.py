@@ -59,7 +59,12 @@ EXCLUDED = {
 # functions of target files that are not mutated, and why
 SKIPPED_SCOPES = {
     "maml/envs/metaworld_fast.py": ("benchmark",),  # the module's timing script (`python -m ...`)
+    # measured per-class step costs: they only balance the workers' load, and the episodes are the same bits
+    # for any layout (test_same_seed_same_episodes_whatever_the_workers); how long to wait for a worker to
+    # start or exit (no test can tell 300 s from 301 s without waiting that long)
+    "maml/envs/metaworld_pool.py": ("STEP_COST_MS", "START_TIMEOUT_S", "CLOSE_TIMEOUT_S"),
 }
+"""Per file: functions, classes and module-level constants (by name) that are not mutated."""
 # the sampling and meta-test code of the trainer (functions by qualified name)
 TRAINER_SCOPES = (
     "_generator",
@@ -225,8 +230,15 @@ class _Finder(ast.NodeVisitor):
 
     visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _scoped
 
+    def _skipped_constant(self, targets: list[ast.expr]) -> bool:
+        return not self.stack and any(isinstance(t, ast.Name) and t.id in self.skipped for t in targets)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        if not self._skipped_constant(node.targets):
+            self.generic_visit(node)
+
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
-        if node.value is not None:
+        if node.value is not None and not self._skipped_constant([node.target]):
             self.visit(node.value)
 
     def visit_Raise(self, node: ast.Raise) -> None:
@@ -544,7 +556,11 @@ def _map_is_stale(only: list[str] | None) -> bool:
 
 
 def run_mutants(
-    only: list[str] | None, limit: int | None, survivors: bool = False, budget: float | None = None
+    only: list[str] | None,
+    limit: int | None,
+    survivors: bool = False,
+    budget: float | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> int:
     """Judge what is new (or, with ``survivors``, what survived before). ``budget``: a quick pass that runs
     only the fastest covering tests up to that many seconds each; its survivors are judged again in full by
@@ -578,7 +594,7 @@ def run_mutants(
         wider = last_budget is not None and (budget is None or last_budget < budget)
         return before_the_map or wider
 
-    todo = [m for m in all_mutants(only) if pending(m)][: limit or None]
+    todo = [m for m in all_mutants(only) if pending(m)][shard[0] :: shard[1]][: limit or None]
     print(f"{len(todo)} mutants to judge ({len(done)} judged before)")
     _preload()
     counts: Counter[str] = Counter()
@@ -658,6 +674,13 @@ def report() -> int:
     return 0
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N with 0 <= I < N")
+    return int(index), int(count)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -675,6 +698,13 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument(
         "--budget", type=float, metavar="S", help="quick pass: the fastest covering tests, S seconds each"
     )
+    run_parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        metavar="I/N",
+        help="judge every N-th pending mutant from the I-th (0-based): N processes share a file",
+    )
     all_parser = sub.add_parser("all", help="map (if missing or stale), run, report: nox -s mutants")
     all_parser.add_argument("--only", nargs="+", metavar="PATH", help="only these target files")
     sub.add_parser("list", help="print every mutant's key")
@@ -688,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"not a mutation target: {', '.join(unknown)} (targets: {', '.join(targets())})")
     if args.command == "run":
-        return run_mutants(args.only, args.limit, args.survivors, args.budget)
+        return run_mutants(args.only, args.limit, args.survivors, args.budget, args.shard)
     if args.command == "all":
         if _map_is_stale(args.only):
             map_tests([])

@@ -197,6 +197,30 @@ def test_quat_from_matrix_equals_scipy(monkeypatch):
     assert branches == {0, 1, 2, 3}
 
 
+def test_quat_from_matrix_breaks_ties_as_scipy_does(monkeypatch):
+    """Where two diagonal entries, or a diagonal entry and the trace, are equal and largest, the branches
+    give quaternions that differ in the last bits: the first maximum is scipy's. Half turns about (1, 1, 0)
+    and its kin tie two diagonal entries; q = (1, 1, u, v) and its kin tie the trace with an entry."""
+    monkeypatch.setattr(metaworld_fast, "Rotation", _NoScipy)
+    rng = np.random.default_rng(3)
+    matrices = []
+    for angle in np.linspace(2.0, 3.1, 60):
+        for axis in ((1, 1, 0), (0, 1, 1), (1, 0, 1), (1, 1, 1)):
+            unit = np.array(axis, dtype=float) / np.linalg.norm(axis)
+            matrices.append(mujoco_matrix(np.r_[np.cos(angle / 2), np.sin(angle / 2) * unit]))
+    for _ in range(300):
+        q = np.r_[1.0, rng.uniform(-0.5, 0.5, 3)]
+        q[1 + rng.integers(3)] = 1.0
+        matrices.append(mujoco_matrix(q))
+    ties = {"diagonal": 0, "trace": 0}
+    for m in matrices:
+        diagonal = [m[0], m[4], m[8]]
+        ties["diagonal"] += sorted(diagonal)[-1] == sorted(diagonal)[-2] >= sum(diagonal)
+        ties["trace"] += sum(diagonal) == max(diagonal)
+        assert np.array_equal(quat_from_matrix(m), Rotation.from_matrix(m.reshape(3, 3)).as_quat()), m
+    assert min(ties.values()) > 50, ties
+
+
 def test_quat_from_matrix_leaves_other_matrices_to_scipy():
     """A matrix scipy would orthogonalise (SVD) or reject gets scipy's result or error."""
     rng = np.random.default_rng(1)
@@ -284,3 +308,60 @@ def test_the_step_breakdown_times_mujocos_calls_and_puts_the_module_back(monkeyp
     assert all(row[key] > 0 for key in ("step", "mj_step", "forward_rne", "python", "bound", "reset"))
     assert row["step"] == pytest.approx(row["mj_step"] + row["forward_rne"] + row["python"])
     assert metaworld_fast.mujoco is mujoco
+
+
+def _lockstep(task: mwt.MetaWorldTask, actions) -> tuple[SawyerXYZEnv, SawyerXYZEnv]:
+    """Stock and fast instances stepped with ``actions``: observations, rewards, mocap equal at each step."""
+    stock, _ = reset(task, fast=False)
+    fast, _ = reset(task, fast=True)
+    for t, action in enumerate(actions):
+        obs, reward, *_ = stock.step(action.copy())
+        f_obs, f_reward, *_ = fast.step(action.copy())
+        assert np.array_equal(obs, f_obs, equal_nan=True) and f_reward == reward, t
+        for name in ("mocap_pos", "mocap_quat"):
+            assert np.array_equal(getattr(fast.data, name), getattr(stock.data, name), equal_nan=True), t
+    return stock, fast
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_the_hand_stops_at_each_bound_of_its_box_as_in_stock(ml45, axis: int) -> None:
+    """Full-scale pushes along one axis, each way, until the mocap sits on the box's bound and stays there:
+    the fast clip to ``mocap_low``/``mocap_high`` equals ``np.clip``'s (random actions seldom reach one)."""
+    task = first_task(ml45, "reach-v3")
+    for sign in (-1.0, 1.0):
+        action = np.zeros(4)
+        action[axis] = sign
+        stock, fast = _lockstep(task, [action] * 150)
+        bound = (stock.mocap_low if sign < 0 else stock.mocap_high)[axis]
+        assert fast.data.mocap_pos[0, axis] == bound
+        stock.close()
+        fast.close()
+
+
+def test_a_non_finite_action_takes_stocks_arithmetic(ml45) -> None:
+    """NaN passes through ``np.clip`` (the fast clip alone would send it to −1) and ±inf clips to ±1: the
+    mocap target and the observations equal stock's, NaN for NaN."""
+    task = first_task(ml45, "reach-v3")
+    for bad in (np.nan, np.inf, -np.inf):
+        action = np.array([0.2, bad, -0.1, 0.5])
+        stock, fast = _lockstep(task, [action, np.array([0.1, 0.2, 0.3, 0.4])])
+        stock.close()
+        fast.close()
+
+
+def test_after_a_simulation_exception_the_step_returns_stocks_placeholder(ml45) -> None:
+    """Once an instance has seen a MuJoCo exception, stock ``step`` returns the last stable observation with
+    zero reward and a fixed ``info``: the fast step returns the same values of the same types."""
+    task = first_task(ml45, "push-v3")
+    action = np.array([0.3, -0.2, 0.1, 0.5])
+    stock, fast = _lockstep(task, [action] * 3)
+    for env in (stock, fast):
+        env._did_see_sim_exception = True
+    out, fast_out = stock.step(action.copy()), fast.step(action.copy())
+    assert np.array_equal(out[0], fast_out[0]) and out[0] is stock._last_stable_obs
+    assert out[1:4] == fast_out[1:4] and [type(v) for v in out[1:4]] == [type(v) for v in fast_out[1:4]]
+    assert out[4] == fast_out[4] and [type(v) for v in out[4].values()] == [
+        type(v) for v in fast_out[4].values()
+    ]
+    stock.close()
+    fast.close()

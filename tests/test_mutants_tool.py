@@ -103,3 +103,11 @@ def test_the_fastest_passing_covering_tests_are_chosen_within_the_budget() -> No
     assert mutants.covering_tests(mutant, record, budget=0.5) == ["fast"]  # at least one
     wide = _found()[(7, "not", "")]
     assert mutants.covering_tests(wide, record, budget=25.0) == ["elsewhere", "fast", "middle"]
+
+
+def test_named_scopes_and_constants_are_skipped() -> None:
+    source = b"A = 1\nB: int = 2\nC = A + B\n\n\ndef g(x):\n    return x - 1\n"
+    finder = mutants._Finder(source, None, ("A", "B", "g"))
+    for statement in ast.parse(source).body:
+        finder.visit(statement)
+    assert {(line, original) for line, _, _, original, *_ in finder.found} == {(3, "+")}
