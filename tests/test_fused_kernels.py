@@ -321,3 +321,24 @@ def test_every_call_checks_its_shapes_against_the_widths(kernels, spec: Syntheti
             kernels.run(mlp_kernels.OP_KL_HVP, widths, None, bad_side, v, out, INNER_LR)
     for vector in (v, adapted):  # shared [P] and per task [T, P]
         assert kernels.run(op, widths, inner, None, vector, out, INNER_LR, total=total) is total
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_shared_theta_equals_theta_copied_per_task(kernels, threads: int) -> None:
+    """``adapt`` and ``forward`` take θ shared ``[P]`` (read once per thread, stride 0) or per task
+    ``[T, P]``: the same bits either way, on one thread or two (a chunk starting past the first task)."""
+    theta, batch = build(SPEC, seed=10)
+    layout = Layout.of(theta)
+    widths, flat = layout.widths, layout.flatten(theta)
+    pre = batch.pre[0]
+    observations, actions = (pre.flat(f).contiguous() for f in ("observations", "actions"))
+    weights = (pre.flat("mask") * pre.flat("advantages")).contiguous()
+    copied = flat.expand(observations.shape[0], -1).contiguous()
+    shared, _ = kernels.adapt(widths, flat, observations, actions, weights, INNER_LR, False, threads)
+    per_task, _ = kernels.adapt(widths, copied, observations, actions, weights, INNER_LR, False, threads)
+    assert torch.equal(shared, per_task)
+    mean_shared, _ = kernels.forward(widths, flat, observations, keep=False, threads=threads)
+    mean_copied, _ = kernels.forward(widths, copied, observations, keep=False, threads=threads)
+    assert torch.equal(mean_shared, mean_copied)
+    mean_adapted, _ = kernels.forward(widths, shared, observations, keep=False, threads=threads)
+    assert not torch.equal(mean_adapted, mean_shared)  # per-task θ_i are read per task

@@ -6,6 +6,7 @@ Benchmarks come from the user cache (:mod:`maml.envs.metaworld_tasks`); ML45 is 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -229,6 +230,33 @@ def test_ml10_samples_meta_batch_over_classes(ml10):
     assert [t.class_name for t in test] == sorted((t.class_name for t in test), key=ML10_TEST.index)
     everything = mwt.pick_test_tasks(ml10, np.random.default_rng(0), 300)
     assert len(everything) == 250 and len({(t.class_name, t.goal) for t in everything}) == 250
+
+
+def test_test_tasks_fill_classes_of_unequal_sizes_evenly():
+    """Classes with 1, 2, 5 and 12 test goals, every request size from 1 to beyond all 20 goals, many draws:
+    distinct tasks, exactly min(n, 20), no class over its goals, and no class far behind another unless it
+    has run out of goals: one behind at most while every class has goals left; two where a class ran out
+    and its part of the remainder was drawn again among the rest. Who gets the remainder is drawn: each
+    class misses out in some draw. (Meta-World's test classes have 50 goals each: none runs out below 50
+    tasks per class.)"""
+    sizes = {"a": 1, "b": 2, "c": 5, "d": 12}
+    test = {c: tuple(mwt.MetaWorldTask(c, "test", g, None) for g in range(k)) for c, k in sizes.items()}
+    tasks = mwt.TaskSet("synthetic", train={}, test=test)
+    with pytest.raises(ValueError, match="num_tasks must be at least 1, got 0"):
+        mwt.pick_test_tasks(tasks, np.random.default_rng(0), 0)
+    for n in range(1, 23):
+        left_out = set()
+        for seed in range(30):
+            picked = mwt.pick_test_tasks(tasks, np.random.default_rng(seed), n)
+            assert len(picked) == len({(t.class_name, t.goal) for t in picked}) == min(n, 20), (n, seed)
+            counts = Counter(t.class_name for t in picked)
+            gap = 1 if n <= len(sizes) else 2
+            for x, y in itertools.permutations(sizes, 2):
+                assert counts[x] <= sizes[x], (n, seed)
+                assert counts[x] >= counts[y] - gap or counts[x] == sizes[x], (n, seed)
+            left_out |= {c for c in sizes if counts[c] == 0}
+        if n == 3:  # three classes of four get a goal: each of the four is left out in some draw
+            assert left_out == set(sizes)
 
 
 @pytest.mark.slow
