@@ -31,13 +31,15 @@ from maml.envs.metaworld_pool import MAX_EPISODE_LENGTH, make_env
 ALL_CLASSES = (*metaworld.env_dict.ML45_V3["train"], *metaworld.env_dict.ML45_V3["test"])
 SAMPLE = (
     # (class, policy): rotation-matrix quaternions from a geom (push) and a site (peg), Meta-World's caging
-    # reward (push, peg) and a class's own (pick-place), two objects (stick-pull), xquat (basketball)
+    # reward (push, peg; medium density: coffee-push) and a class's own (pick-place), two objects
+    # (stick-pull), xquat (basketball)
     ("push-v3", "random"),
     ("push-v3", "scripted"),
     ("pick-place-v3", "scripted"),
     ("peg-insert-side-v3", "scripted"),
     ("stick-pull-v3", "random"),
     ("basketball-v3", "random"),
+    ("coffee-push-v3", "scripted"),  # the caging reward's medium_density branch, gripping at effort 0.7
 )
 SEED = 5
 STATE = ("qpos", "qvel", "act", "ctrl", "mocap_pos", "mocap_quat", "xpos", "site_xpos", "qacc", "efc_force")
@@ -365,3 +367,16 @@ def test_after_a_simulation_exception_the_step_returns_stocks_placeholder(ml45) 
     ]
     stock.close()
     fast.close()
+
+
+def test_the_hidden_goal_is_zero_whatever_the_fresh_array_held(ml45) -> None:
+    """The fast observation fills a fresh ``np.empty`` array: every entry must be written. A freed array of
+    sevens just before makes a missed entry show (the allocator hands the same memory back)."""
+    env, _ = reset(first_task(ml45, "push-v3"), fast=True)
+    assert env._partially_observable
+    for _ in range(3):
+        junk = np.full(39, 7.0)
+        del junk
+        obs = env._get_obs()
+        assert not (obs == 7.0).any() and obs[36:].tolist() == [0.0, 0.0, 0.0]
+    env.close()
