@@ -7,7 +7,9 @@
 ``python tests/mutants.py all`` (what ``nox -s mutants`` runs) maps when the map is missing or stale, then
 runs and reports; it is not part of CI (a full pass takes hours on 2 cores). Everything lands in
 ``.mutants/`` (git-ignored); ``run`` appends one line per mutant to ``.mutants/results.jsonl`` and skips
-mutants already judged against the same file contents, so it resumes where it stopped.
+mutants already judged against the same file contents, so it resumes where it stopped. ``run --shard I/N``
+lets N processes share the pending mutants; ``run --match TEXT`` judges only mutants whose key contains
+TEXT (after a test was added for them: ``map --merge tests/<its file>.py`` first).
 
 The targets are ``maml/`` (less the test oracle, the synthetic data generator and CUDA-only code) and the
 sampling and meta-test functions of ``bench/run/trainer.py``. The operators are the classic small ones: swap
@@ -561,6 +563,7 @@ def run_mutants(
     survivors: bool = False,
     budget: float | None = None,
     shard: tuple[int, int] = (0, 1),
+    match: tuple[str, ...] = (),
 ) -> int:
     """Judge what is new (or, with ``survivors``, what survived before). ``budget``: a quick pass that runs
     only the fastest covering tests up to that many seconds each; its survivors are judged again in full by
@@ -594,7 +597,8 @@ def run_mutants(
         wider = last_budget is not None and (budget is None or last_budget < budget)
         return before_the_map or wider
 
-    todo = [m for m in all_mutants(only) if pending(m)][shard[0] :: shard[1]][: limit or None]
+    todo = [m for m in all_mutants(only) if pending(m) and all(t in m.key for t in match)]
+    todo = todo[shard[0] :: shard[1]][: limit or None]
     print(f"{len(todo)} mutants to judge ({len(done)} judged before)")
     _preload()
     counts: Counter[str] = Counter()
@@ -705,6 +709,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="I/N",
         help="judge every N-th pending mutant from the I-th (0-based): N processes share a file",
     )
+    run_parser.add_argument(
+        "--match", nargs="+", default=(), metavar="TEXT", help="only mutants whose key contains every TEXT"
+    )
     all_parser = sub.add_parser("all", help="map (if missing or stale), run, report: nox -s mutants")
     all_parser.add_argument("--only", nargs="+", metavar="PATH", help="only these target files")
     sub.add_parser("list", help="print every mutant's key")
@@ -718,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"not a mutation target: {', '.join(unknown)} (targets: {', '.join(targets())})")
     if args.command == "run":
-        return run_mutants(args.only, args.limit, args.survivors, args.budget, args.shard)
+        return run_mutants(args.only, args.limit, args.survivors, args.budget, args.shard, tuple(args.match))
     if args.command == "all":
         if _map_is_stale(args.only):
             map_tests([])

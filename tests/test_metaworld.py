@@ -782,3 +782,23 @@ def test_harness_smoke_ml1_push_and_ml10(tmp_path, ml10):
         np.testing.assert_allclose(weighted, progress[overall], rtol=1e-12, atol=1e-12)
         if metric == "AverageReturn":  # the weights matter: the plain mean of the classes is another number
             assert not np.allclose(per_class.mean(axis=1), progress[overall])
+
+
+def test_bad_pool_arguments_are_refused_before_any_worker_starts():
+    """A zero or NaN action scale, a wave without one worker and one seed per task, a worker out of range:
+    each refused by name (the wave layout is shared by the local and the Ray pool)."""
+    from maml.envs.metaworld_pool import wave_rows
+    from maml.envs.ray_pool import RayMetaWorldPool
+
+    for scale in (0.0, float("nan")):
+        with pytest.raises(ValueError, match="action_scale must be positive"):
+            MetaWorldPool(num_workers=1, action_scale=scale)
+        with pytest.raises(ValueError, match="action_scale must be positive"):
+            RayMetaWorldPool(num_actors=1, action_scale=scale)
+    assert wave_rows([0, 1, 0], 3, 3, 2) == [[0, 2], [1]]
+    for workers, seeds in (([0, 1], 3), ([0, 1, 0], 2), ([0, 1, 0, 1], 3)):
+        with pytest.raises(ValueError, match="one worker and one seed per task"):
+            wave_rows(workers, 3, seeds, 2)
+    for worker in (2, -1):
+        with pytest.raises(ValueError, match=f"worker {worker} out of range"):
+            wave_rows([0, worker, 1], 3, 3, 2)

@@ -380,3 +380,14 @@ def test_the_hidden_goal_is_zero_whatever_the_fresh_array_held(ml45) -> None:
         obs = env._get_obs()
         assert not (obs == 7.0).any() and obs[36:].tolist() == [0.0, 0.0, 0.0]
     env.close()
+
+
+def test_a_step_past_the_episode_end_is_refused_as_in_stock(ml45) -> None:
+    """After 500 steps (truncated) stock ``step`` raises until a reset: so does the fast one."""
+    task = first_task(ml45, "reach-v3")
+    action = np.array([0.1, -0.1, 0.1, 0.0])
+    stock, fast = _lockstep(task, [action] * MAX_EPISODE_LENGTH)
+    for env in (stock, fast):
+        with pytest.raises(ValueError, match="reset the env manually"):
+            env.step(action.copy())
+        env.close()
