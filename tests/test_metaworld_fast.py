@@ -64,6 +64,25 @@ def reset(task: mwt.MetaWorldTask, fast: bool):
     return env, obs
 
 
+def assert_same_step(
+    stock: SawyerXYZEnv, fast: SawyerXYZEnv, out, fast_out, where: str, equal_nan=False
+) -> None:
+    """One step's outputs (values and types, ``info`` included) and the MuJoCo state afterwards equal;
+    ``equal_nan``: NaN equals NaN (steps with non-finite actions)."""
+    obs, reward, terminated, truncated, info = out
+    f_obs, f_reward, f_terminated, f_truncated, f_info = fast_out
+    assert f_obs.dtype == obs.dtype and np.array_equal(f_obs, obs, equal_nan=equal_nan), where
+    assert f_reward == reward and type(f_reward) is type(reward), where
+    assert (f_terminated, f_truncated) == (terminated, truncated), where
+    assert f_info.keys() == info.keys(), where
+    for key, value in info.items():
+        same = np.array_equal(f_info[key], value, equal_nan=equal_nan)
+        assert same and type(f_info[key]) is type(value), f"{where} {key}"
+    for name in STATE:
+        same = np.array_equal(getattr(fast.data, name), getattr(stock.data, name), equal_nan=equal_nan)
+        assert same, f"{where} {name}"
+
+
 def assert_same_episode(task: mwt.MetaWorldTask, policy: str, steps: int = MAX_EPISODE_LENGTH, dtype=float):
     """Step a stock and a fast instance in lockstep; every output and the MuJoCo state equal at every step."""
     stock, obs = reset(task, fast=False)
@@ -79,18 +98,8 @@ def assert_same_episode(task: mwt.MetaWorldTask, policy: str, steps: int = MAX_E
         else:
             action = np.clip(agent.get_action(obs), -1.0, 1.0).astype(dtype)
         out = stock.step(action.copy())
-        fast_out = fast.step(action.copy())
-        obs, reward, terminated, truncated, info = out
-        f_obs, f_reward, f_terminated, f_truncated, f_info = fast_out
-        where = f"{task.class_name} {policy} step {t}"
-        assert f_obs.dtype == obs.dtype and np.array_equal(f_obs, obs), where
-        assert f_reward == reward and type(f_reward) is type(reward), where
-        assert (f_terminated, f_truncated) == (terminated, truncated), where
-        assert f_info.keys() == info.keys(), where
-        for key, value in info.items():
-            assert np.array_equal(f_info[key], value) and type(f_info[key]) is type(value), f"{where} {key}"
-        for name in STATE:
-            assert np.array_equal(getattr(fast.data, name), getattr(stock.data, name)), f"{where} {name}"
+        assert_same_step(stock, fast, out, fast.step(action.copy()), f"{task.class_name} {policy} step {t}")
+        obs, _, _, truncated, info = out
         successes += bool(info["success"])
     assert truncated == (steps == MAX_EPISODE_LENGTH)
     stock.close()
@@ -313,15 +322,13 @@ def test_the_step_breakdown_times_mujocos_calls_and_puts_the_module_back(monkeyp
 
 
 def _lockstep(task: mwt.MetaWorldTask, actions) -> tuple[SawyerXYZEnv, SawyerXYZEnv]:
-    """Stock and fast instances stepped with ``actions``: observations, rewards, mocap equal at each step."""
+    """Stock and fast instances stepped with ``actions``, equal at each step as in :func:`assert_same_step`
+    (NaN for NaN: some of the actions are not finite); returned open."""
     stock, _ = reset(task, fast=False)
     fast, _ = reset(task, fast=True)
     for t, action in enumerate(actions):
-        obs, reward, *_ = stock.step(action.copy())
-        f_obs, f_reward, *_ = fast.step(action.copy())
-        assert np.array_equal(obs, f_obs, equal_nan=True) and f_reward == reward, t
-        for name in ("mocap_pos", "mocap_quat"):
-            assert np.array_equal(getattr(fast.data, name), getattr(stock.data, name), equal_nan=True), t
+        out = stock.step(action.copy())
+        assert_same_step(stock, fast, out, fast.step(action.copy()), f"step {t}", equal_nan=True)
     return stock, fast
 
 
@@ -359,12 +366,9 @@ def test_after_a_simulation_exception_the_step_returns_stocks_placeholder(ml45) 
     stock, fast = _lockstep(task, [action] * 3)
     for env in (stock, fast):
         env._did_see_sim_exception = True
-    out, fast_out = stock.step(action.copy()), fast.step(action.copy())
-    assert np.array_equal(out[0], fast_out[0]) and out[0] is stock._last_stable_obs
-    assert out[1:4] == fast_out[1:4] and [type(v) for v in out[1:4]] == [type(v) for v in fast_out[1:4]]
-    assert out[4] == fast_out[4] and [type(v) for v in out[4].values()] == [
-        type(v) for v in fast_out[4].values()
-    ]
+    out = stock.step(action.copy())
+    assert out[0] is stock._last_stable_obs
+    assert_same_step(stock, fast, out, fast.step(action.copy()), "after the exception")
     stock.close()
     fast.close()
 
