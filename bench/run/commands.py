@@ -9,6 +9,7 @@ import dataclasses
 import shlex
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -202,9 +203,9 @@ def _check_results(results: Path) -> None:
         raise ConfigError(f"results folder {results} is a file, not a folder")
     try:
         results.mkdir(parents=True, exist_ok=True)
-        probe = results / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        # a probe of its own: two commands started together on one folder must not delete each other's
+        with tempfile.NamedTemporaryFile(dir=results, prefix=".write-test-"):
+            pass
     except OSError as error:
         raise ConfigError(f"results folder {results} is not writable: {error.strerror}") from error
 
