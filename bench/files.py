@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -87,8 +88,7 @@ def _locked(path: Path, busy: Callable[[str], str], holder: str) -> Iterator[Non
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
-            handle.seek(0)
-            raise FolderInUseError(busy(handle.read().strip() or "another process")) from error
+            raise FolderInUseError(busy(_holder_text(handle))) from error
         handle.seek(0)
         handle.truncate()
         handle.write(holder + "\n")
@@ -97,6 +97,23 @@ def _locked(path: Path, busy: Callable[[str], str], holder: str) -> Iterator[Non
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+HOLDER_WAIT_S = 1.0
+"""How long a refused process waits for the lock's holder to write its name (it does so right after taking
+the lock: two commands started together can otherwise find the lock held and its file still empty)."""
+
+
+def _holder_text(handle: IO[str]) -> str:
+    """The name a lock's holder wrote into the lock file, read as soon as it is there (at most
+    :data:`HOLDER_WAIT_S`; "another process" if none comes)."""
+    deadline = time.monotonic() + HOLDER_WAIT_S
+    while True:
+        handle.seek(0)
+        text = handle.read().strip()
+        if text or time.monotonic() >= deadline:
+            return text or "another process"
+        time.sleep(0.01)
 
 
 def _me() -> str:
@@ -138,7 +155,7 @@ def lock_holder(path: Path) -> str | None:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            return handle.read().strip() or "another process"
+            return _holder_text(handle)
         fcntl.flock(handle, fcntl.LOCK_UN)
     return None
 

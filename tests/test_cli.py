@@ -141,6 +141,43 @@ def test_a_run_folder_in_use_is_refused(tmp_path):
     bench(*args)  # free again
 
 
+def test_a_refusal_names_a_holder_that_writes_its_name_just_after_locking(tmp_path, monkeypatch):
+    """Between taking a lock and writing its name into the file the holder leaves it empty for an instant
+    (two commands started together can meet there): the refused one waits for the name (up to
+    HOLDER_WAIT_S) instead of reporting "another process"; a holder that never writes one is reported so."""
+    import fcntl
+    import threading
+
+    from bench import files
+
+    run = tmp_path / "seed-0"
+    lock = files.command_lock_path(run)
+
+    def take() -> None:
+        with files.command_lock(run, "second"):
+            pass
+
+    with lock.open("a+") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked, name not yet written
+        late = threading.Timer(0.2, lambda: (holder.write("process 1 on here (late)\n"), holder.flush()))
+        late.start()
+        with pytest.raises(
+            files.FolderInUseError, match=r"in use by another command, process 1 on here \(late\)"
+        ):
+            take()
+        late.join()
+        assert files.lock_holder(lock) == "process 1 on here (late)"
+        holder.seek(0)
+        holder.truncate()
+        holder.flush()
+        monkeypatch.setattr(files, "HOLDER_WAIT_S", 0.05)
+        with pytest.raises(files.FolderInUseError, match="in use by another command, another process:"):
+            take()
+        assert files.lock_holder(lock) == "another process"
+    with files.command_lock(run, "third"):  # free again, and the holder's name is written
+        assert "(third)" in lock.read_text()
+
+
 def test_list_shows_experiments_and_profiles():
     out = bench("list").stdout
     for name in ("maml_trpo_metaworld_ml45", "maml_ppo_half_cheetah_dir", "smoke", "quick", "full"):

@@ -4,7 +4,9 @@ the reward follows the task's direction."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import shutil
+import warnings
 from pathlib import Path
 
 import gymnasium
@@ -186,6 +188,19 @@ def test_registered_with_gymnasium_time_limit():
     truncations = [env.step(env.action_space.sample())[3] for _ in range(100)]
     assert truncations == [False] * 99 + [True]
     check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_reimporting_the_package_keeps_its_one_registration():
+    """Importing ``maml.envs`` registers HalfCheetahDir once: a re-import (``importlib.reload``, a notebook's
+    autoreload) neither registers it again (gymnasium would warn that it overrides the entry) nor loses it."""
+    import maml.envs
+
+    spec = gymnasium.spec(HALF_CHEETAH_DIR_ID)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        importlib.reload(maml.envs)
+    assert gymnasium.spec(HALF_CHEETAH_DIR_ID) is spec
+    assert spec.entry_point == "maml.envs.half_cheetah_dir:HalfCheetahDirEnv"
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import weakref
 from collections import Counter
 from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import metaworld
 import numpy as np
@@ -43,9 +47,14 @@ from maml.envs.metaworld_pool import (
     STEP_COST_MS,
     MetaWorldPool,
     WorkerError,
+    _exit_reason,
+    _Runner,
+    _worker_main,
+    default_num_workers,
     env_controls,
     make_env,
     reset_seed,
+    where_running,
 )
 from maml.envs.metaworld_tasks import MetaWorldTask
 from maml.sampler import ENV_STREAM, episode_seed
@@ -188,6 +197,31 @@ def test_cache_builds_once_and_rebuilds_a_corrupt_file(tmp_path, monkeypatch):
     monkeypatch.delenv(cache.CACHE_ENV_VAR)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache.cache_dir() == tmp_path / "xdg" / "maml-bench"
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise TypeError("not picklable, on purpose")
+
+
+def test_atomic_write_makes_its_folders_replaces_and_leaves_nothing_behind_on_failure(tmp_path):
+    """The cache writer creates missing folders (several levels), replaces a file in a folder that exists,
+    and when pickling or the final rename fails it raises, keeps the file already there, and removes its
+    temporary file."""
+    folder = tmp_path / "a" / "b"
+    path = folder / "value.pkl"
+    mwt.write_atomically(path, {"x": 1})
+    mwt.write_atomically(path, {"x": 2})
+    assert pickle.loads(path.read_bytes()) == {"x": 2}
+    with pytest.raises(TypeError, match="on purpose"):
+        mwt.write_atomically(path, Unpicklable())
+    taken = folder / "taken"  # the rename onto a folder that holds a file fails
+    taken.mkdir()
+    (taken / "file").touch()
+    with pytest.raises(OSError):
+        mwt.write_atomically(taken, {"x": 3})
+    assert pickle.loads(path.read_bytes()) == {"x": 2}
+    assert sorted(p.name for p in folder.iterdir()) == ["taken", "value.pkl"]
 
 
 def test_cold_build_of_ml1_is_cached_and_equal(tmp_path, ml1):
@@ -566,6 +600,109 @@ def test_worker_keeps_at_most_its_cap_of_instances(ml1, ml10):
         assert held() == {"push-v3": 3, "reach-v3": 3}
 
 
+def test_worker_drops_the_last_idle_instances_of_the_least_recently_run_class(ml1, ml10):
+    """One instance over the cap: exactly one is closed, the last of the least recently run class (the first
+    instances stay, the same objects), and it is freed at once (an instance is a reference cycle)."""
+    push = mwt.sample_train_tasks(ml1, np.random.default_rng(2), 3)
+    kwargs = dict(episodes_per_task=1, max_episode_length=2, seed=SEED)
+    with MetaWorldPool(1) as pool:  # worker 0 in this process, with the fast step
+        runner = pool._local
+        runner.keep = 4
+        sample_in_waves(pool, random_params(3), push, **kwargs)
+        sample_in_waves(pool, random_params(1), [ml10.train["reach-v3"][0]], **kwargs)
+        assert {name: len(envs) for name, envs in runner.envs.items()} == {"push-v3": 3, "reach-v3": 1}
+        before = {name: [id(env) for env in envs] for name, envs in runner.envs.items()}
+        closed: list[tuple[str, int]] = []
+        for name, envs in runner.envs.items():
+            for i, env in enumerate(envs):
+                env.close = partial(spy_close, env.close, closed, (name, i))
+        last_push = weakref.ref(runner.envs["push-v3"][2])
+        sample_in_waves(pool, random_params(1), [ml10.train["pick-place-v3"][0]], **kwargs)
+        held = {name: [id(env) for env in envs] for name, envs in runner.envs.items()}
+        assert held["push-v3"] == before["push-v3"][:2] and held["reach-v3"] == before["reach-v3"]
+        assert len(held["pick-place-v3"]) == 1 and closed == [("push-v3", 2)]
+        assert last_push() is None
+
+
+def spy_close(close, closed: list, name: tuple[str, int]) -> None:
+    closed.append(name)
+    close()
+
+
+def test_an_error_outside_any_episode_names_no_task(ml1):
+    """A command that fails before any episode runs (a step's actions that are not numbers) reports episode
+    −1, which names no task, after a reset and a step that left the worker at its second episode, for the
+    local worker and the Ray actor alike; an index of no episode names none either."""
+    from maml.envs.ray_pool import _SamplerActor
+
+    tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 2)
+    payload = [(t.task, reset_seed(np.random.SeedSequence(i))) for i, t in enumerate(tasks)]
+    runner = _Runner(1.0, fast=False)
+    runner.handle("reset", payload)
+    runner.handle("step", np.zeros((2, ACT_DIM)))
+    assert runner.current == 1
+    for command, payload_ in (("step", "junk"), ("bogus", None)):
+        with pytest.raises(ValueError):
+            runner.handle(command, payload_)
+        assert runner.current == -1, command
+    actor = _SamplerActor(1.0, fast=False)
+    assert actor.reset(payload)[0] == "ok" and actor.step(np.zeros((2, ACT_DIM)))[0] == "ok"
+    status, index, trace = actor.step("junk")
+    assert (status, index) == ("error", -1) and "ValueError" in trace
+    assert where_running(tasks, [0, 1], 1) == f" while running {tasks[1].describe()}"
+    for index in (-1, 2, 5):
+        assert where_running(tasks, [0, 1], index) == ""
+
+
+def test_worker_loop_answers_commands_until_close_or_end_of_file(ml1):
+    """The worker process's loop (run here, in this process, against a pipe): its pid first, then a reply per
+    command (the runner's own results, or an error naming the episode), until ``close`` or a closed pipe."""
+    tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 2)
+    payload = [(t.task, reset_seed(np.random.SeedSequence(i))) for i, t in enumerate(tasks)]
+    actions = np.full((2, ACT_DIM), 0.3)
+    reference = _Runner(1.0, fast=True)
+    expected = [reference.reset(payload), reference.step(actions)]
+    replies = run_worker_loop([("reset", payload), ("step", actions), ("step", "junk"), ("close", None)])
+    assert [reply[0] for reply in replies] == ["ok", "ok", "ok", "error"]
+    assert replies[0][1] == os.getpid()
+    np.testing.assert_array_equal(replies[1][1], expected[0])
+    np.testing.assert_array_equal(replies[2][1], expected[1])
+    assert replies[3][1] == -1 and replies[3][2].splitlines()[-1].startswith("ValueError")
+    assert run_worker_loop([]) == [("ok", os.getpid())]  # the main process closed its end
+
+
+def run_worker_loop(commands: list[tuple]) -> list[tuple]:
+    """``_worker_main`` in this thread (it ignores SIGINT: the handler is restored after), fed by a thread
+    that sends ``commands`` and collects the replies, then closes its end of the pipe unless it sent
+    ``close``."""
+    parent, child = multiprocessing.Pipe()
+    replies: list[tuple] = []
+
+    def drive() -> None:
+        if parent.poll(60):
+            replies.append(parent.recv())
+        for command in commands:
+            parent.send(command)
+            if command[0] == "close":
+                return
+            if not parent.poll(60):
+                return
+            replies.append(parent.recv())
+        parent.close()
+
+    thread = threading.Thread(target=drive)
+    previous = signal.getsignal(signal.SIGINT)
+    thread.start()
+    try:
+        _worker_main(child, 1.0, True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        child.close()
+        thread.join(60)
+    assert not thread.is_alive()
+    return replies
+
+
 @pytest.mark.filterwarnings(SCRIPTED_WARNING)
 @pytest.mark.parametrize(
     ("class_name", "agent"), [("push-v3", SawyerPushV3Policy), ("pick-place-v3", SawyerPickPlaceV3Policy)]
@@ -686,6 +823,84 @@ def test_worker_exception_names_the_task_and_stops_the_pool(ml1, in_process):
             sample_in_waves(pool, random_params(1), [bad], episodes_per_task=1, max_episode_length=5, seed=0)
         assert pool.closed
     assert not any(alive(pid) for pid in pids)
+
+
+def test_close_lets_workers_exit_and_kills_one_that_cannot(ml1):
+    """``close`` asks every worker to exit and waits: a healthy worker exits by itself (code 0); a worker that
+    cannot answer (stopped by SIGSTOP) is terminated after the timeout, then killed (SIGTERM waits while a
+    process is stopped; SIGKILL does not). The workers are daemons: an interpreter that exits with a pool
+    left open ends them instead of waiting for them (test_an_open_pool_does_not_keep_python_alive)."""
+    pool = MetaWorldPool(2, in_process_worker=False)
+    processes = [worker.process for worker in pool._processes]
+    assert [p.daemon for p in processes] == [True, True]
+    sample_in_waves(pool, random_params(2), mwt.sample_train_tasks(ml1, np.random.default_rng(0), 2),
+                    episodes_per_task=1, max_episode_length=2, seed=0)  # fmt: skip
+    os.kill(processes[1].pid, signal.SIGSTOP)
+    pool.close(timeout=1.0)
+    assert [p.exitcode for p in processes] == [0, -signal.SIGKILL]
+    assert pool.closed and not any(alive(p.pid) for p in processes)
+
+
+def test_a_worker_that_does_not_start_in_time_is_reported_and_stopped():
+    """A worker process that has not said it started within ``start_timeout`` (here 0 s: none can) stops the
+    pool's construction with an error that names it; no worker is left running."""
+    before = {p.pid for p in multiprocessing.active_children()}
+    with pytest.raises(WorkerError, match=r"Meta-World worker 0 did not start in 0 s"):
+        MetaWorldPool(1, in_process_worker=False, start_timeout=0.0)
+    started = [p for p in multiprocessing.active_children() if p.pid not in before]
+    assert started == []
+
+
+OPEN_POOL_SCRIPT = textwrap.dedent(
+    """
+    import json
+    from maml.envs.metaworld_pool import MetaWorldPool
+
+    if __name__ == "__main__":
+        pool = MetaWorldPool(2)  # worker 1 a process; never closed
+        print(json.dumps(pool.pids), flush=True)
+    """
+)
+
+
+def test_an_open_pool_does_not_keep_python_alive(tmp_path):
+    """A script that exits without closing its pool exits (its workers are daemons, ended at exit), and no
+    worker outlives it."""
+    script = tmp_path / "open_pool.py"
+    script.write_text(OPEN_POOL_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    pids = json.loads(result.stdout)
+    assert len(pids) == 1
+    deadline = time.monotonic() + 30
+    while alive(pids[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pids[0])
+
+
+def test_exit_reasons_name_the_signal_or_the_code():
+    reasons = {
+        None: "closed its pipe", 0: "exited with code 0", 3: "exited with code 3",
+        -signal.SIGKILL: "killed by SIGKILL", -signal.SIGTERM: "killed by SIGTERM",
+        -200: "killed by signal 200",
+    }  # fmt: skip
+    for code, reason in reasons.items():
+        assert _exit_reason(SimpleNamespace(exitcode=code)) == reason, code
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to pin this process to one")
+def test_default_workers_are_the_cores_this_process_may_use():
+    """One worker per core of this process's affinity (what ``taskset`` or a container's CPU set allows), not
+    the machine's count."""
+    cores = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cores)})
+        assert default_num_workers() == 1
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert default_num_workers() == len(cores)
 
 
 CTRL_C_SCRIPT = textwrap.dedent(

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from metaworld.policies import ENV_POLICY_MAP
 from metaworld.sawyer_xyz_env import SawyerXYZEnv
+from metaworld.utils import reward_utils
 from scipy.spatial.transform import Rotation
 from test_metaworld import SCRIPTED_WARNING, observable
 
@@ -267,8 +268,43 @@ def test_fast_contacts_equal_metaworlds(ml45):
             result = env.touching_object(geom)
             assert result == expected and type(result) is type(expected)
             seen.add(bool(expected))
+            if expected:  # a light grip: the same pad contacts with forces scaled into (0, 0.5]
+                assert_light_grip_equal(env, geom)
     assert seen == {True, False}
     env.close()
+
+
+def assert_light_grip_equal(env, geom: int) -> None:
+    """The contact test on the step's contacts with every constraint force scaled so that the largest is
+    0.5 N: a grip lighter than 1 N is still a grip (both pads' sums stay positive), as in Meta-World."""
+    forces = env.data.efc_force
+    original = forces.copy()
+    try:
+        forces *= 0.5 / np.abs(original).max()
+        expected = SawyerXYZEnv.touching_object(env, geom)
+        assert expected and env.touching_object(geom) == expected
+    finally:
+        forces[:] = original
+
+
+def test_long_tail_tolerance_equals_metaworlds():
+    """The scalar ``long_tail`` tolerance of the fast rewards equals ``reward_utils.tolerance``, value and
+    type, inside, at and beyond the bounds, for a zero margin, and for equal bounds (a valid interval of one
+    point); inverted bounds and a negative margin are refused as Meta-World refuses them."""
+    for lower, upper in ((0.0, 0.05), (0.02, 0.02), (-1.0, 0.0)):
+        for x in (lower - 0.3, lower - 1e-3, lower, (lower + upper) / 2, upper, upper + 1e-3, upper + 2.0):
+            for margin in (0.0, 0.01, 0.25):
+                expected = reward_utils.tolerance(
+                    np.float64(x), bounds=(lower, upper), margin=margin, sigmoid="long_tail"
+                )
+                result = metaworld_fast._long_tail(np.float64(x), lower, upper, margin)
+                assert result == expected and type(result) is type(expected), (x, lower, margin)
+    refused = (((0.1, 0.0, 0.1), "Lower bound must be <= upper bound"), ((0.0, 0.1, -0.1), "margin"))
+    for args, message in refused:
+        with pytest.raises(ValueError, match=message):
+            metaworld_fast._long_tail(np.float64(0.0), *args)
+        with pytest.raises(ValueError, match=message):
+            reward_utils.tolerance(np.float64(0.0), bounds=args[:2], margin=args[2], sigmoid="long_tail")
 
 
 def test_pickled_task_names_the_class_the_fast_paths_were_built_for(ml45):

@@ -94,8 +94,9 @@ def test_actors_give_the_local_pools_episodes_bit_for_bit(ray_instance, local_ru
 
 
 def test_a_killed_actor_is_replaced_and_its_episodes_rerun_bit_for_bit(ray_instance, local_run):
+    """One retry is enough for one death (``max_retries=1``), mid-wave or while idle."""
     tasks, params, _, _ = local_run
-    with RayMetaWorldPool(2) as pool:
+    with RayMetaWorldPool(2, max_retries=1) as pool:
         first = pool.pids
         calls: list[int] = []
 
@@ -121,7 +122,8 @@ def test_an_actor_that_keeps_dying_or_raises_stops_the_pool(ray_instance, ml1):
     with RayMetaWorldPool(1, max_retries=0) as pool:
         pid = pool.pids[0]
         os.kill(pid, signal.SIGKILL)
-        with pytest.raises(WorkerError, match=rf"worker 0 \(Ray actor, pid {pid} on .*\) died while running"):
+        message = rf"worker 0 \(Ray actor, pid {pid} on .*\) died while running .*, 1 time\(s\) in a row"
+        with pytest.raises(WorkerError, match=message):
             sample_in_waves(pool, random_params(2), tasks, episodes_per_task=1, max_episode_length=5, seed=0)
         assert pool.closed
     good = ml1.train["push-v3"][4]

@@ -221,9 +221,10 @@ class _Runner:
             envs = self.envs[name]
             drop = min(excess, len(envs) - running[name])
             if drop > 0:
-                for env in envs[-drop:]:
-                    env.close()
+                closing = envs[-drop:]
                 del envs[-drop:]
+                while closing:  # no name left bound to a closed instance: the collection below frees them all
+                    closing.pop().close()
                 excess -= drop
                 dropped = True
         if dropped:
@@ -307,6 +308,13 @@ def wave_actions(actions: ArrayLike, num_running: int) -> NDArray[np.floating]:
     return actions
 
 
+def where_running(running: Sequence[Any], rows: Sequence[int], index: int) -> str:
+    """``" while running <task>"`` for episode ``index`` of a worker's reset (``rows``: its episodes, indices
+    into ``running``, the call's tasks), or ``""`` for an index of no episode (−1: the worker failed outside
+    any episode)."""
+    return f" while running {running[rows[index]].describe()}" if 0 <= index < len(rows) else ""
+
+
 def gather(replies: Mapping[int, NDArray[np.float64]], rows: Sequence[Sequence[int]], width: int):
     """The workers' replies ``{w: [len(rows[w]), width]}`` back in the call's order: ``[n, width]``."""
     out = np.empty((sum(map(len, rows)), width))
@@ -322,8 +330,6 @@ def step_result(out: NDArray[np.float64]):
 
 class _InProcess:
     """Worker 0 when it runs in the calling process: no process, no pipe."""
-
-    index = 0
 
 
 def _exit_reason(process: multiprocessing.process.BaseProcess) -> str:
@@ -541,8 +547,7 @@ class MetaWorldPool:
             ) from error
 
     def _where(self, worker: int, index: int) -> str:
-        rows = self._rows[worker]
-        return f" while running {self._running[rows[index]].describe()}" if 0 <= index < len(rows) else ""
+        return where_running(self._running, self._rows[worker], index)
 
     def _receive(self, worker: _Worker) -> Any:
         try:

@@ -53,6 +53,7 @@ from maml.envs.metaworld_pool import (
     step_result,
     wave_actions,
     wave_rows,
+    where_running,
 )
 from maml.envs.metaworld_tasks import MetaWorldTask
 
@@ -275,9 +276,7 @@ class RayMetaWorldPool:
         status, *payload = reply
         if status == "error":
             index, trace = payload
-            rows = self._rows[w]
-            task = self._running[rows[index]].describe() if 0 <= index < len(rows) else ""
-            where = f" while running {task}" if task else ""
+            where = where_running(self._running, self._rows[w], index)
             raise WorkerError(f"Meta-World worker {w} (Ray actor, {self._name(w)}) failed{where}:\n{trace}")
         return payload[0]
 
@@ -309,7 +308,7 @@ class RayMetaWorldPool:
             ) from error
 
     def _name(self, w: int) -> str:
-        pid, host = self._where[w] if w < len(self._where) else (None, "?")
+        pid, host = self._where[w]
         return f"pid {pid} on {host}"
 
     def _doing(self, w: int) -> str:
