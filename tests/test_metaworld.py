@@ -44,6 +44,7 @@ from maml.envs.metaworld_pool import (
     ACT_DIM,
     KEEP_INSTANCES,
     OBS_DIM,
+    START_HINT,
     STEP_COST_MS,
     MetaWorldPool,
     WorkerError,
@@ -878,6 +879,20 @@ def test_an_open_pool_does_not_keep_python_alive(tmp_path):
     while alive(pids[0]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(pids[0])
+
+
+def test_a_script_without_a_main_guard_is_told_why_its_workers_died(tmp_path):
+    """A script that makes a pool at import time (no ``if __name__ == "__main__":``) kills its spawned
+    workers as they re-import it: the error says so, instead of only "exited with code 1"."""
+    script = tmp_path / "no_guard.py"
+    script.write_text(OPEN_POOL_SCRIPT.replace('if __name__ == "__main__":\n', "if True:\n"))
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("maml.envs.metaworld_pool.WorkerError: Meta-World worker 1 (pid "), last
+    assert "exited with code 1 while idle: it failed to start." in last and START_HINT in last
 
 
 def test_exit_reasons_name_the_signal_or_the_code():

@@ -142,6 +142,13 @@ MAX_INSTANCES_PER_WORKER`, so ~1.1 GB: ~21 MB per push-v3 instance added to a wo
 those of the least recently run class first (a wave that needs more keeps them all)."""
 
 
+START_HINT = (
+    "Its traceback is on stderr above. Workers are spawned processes that import the main module again: a "
+    'script that makes a pool must make it under `if __name__ == "__main__":`.'
+)
+"""Added to the error of a worker that dies before it has started."""
+
+
 class WorkerError(RuntimeError):
     """A worker raised an exception or died; the message names the worker and the tasks it was running."""
 
@@ -413,7 +420,10 @@ class MetaWorldPool:
                     raise WorkerError(
                         f"Meta-World worker {worker.index} did not start in {start_timeout:.0f} s"
                     )
-                self._receive(worker)
+                try:
+                    self._receive(worker)
+                except WorkerError as error:
+                    raise WorkerError(f"{error}: it failed to start. {START_HINT}") from error
         except BaseException:
             self.close()
             raise
