@@ -143,8 +143,8 @@ those of the least recently run class first (a wave that needs more keeps them a
 
 
 START_HINT = (
-    "Its traceback is on stderr above. Workers are spawned processes that import the main module again: a "
-    'script that makes a pool must make it under `if __name__ == "__main__":`.'
+    "Workers are spawned processes that import the main module again: a script that makes a pool must make "
+    'it under `if __name__ == "__main__":` (a worker\'s own traceback, if it printed one, is on stderr).'
 )
 """Added to the error of a worker that dies before it has started."""
 
