@@ -135,6 +135,26 @@ def alive(pid: int) -> bool:
     return True
 
 
+def wait_dead(pids: list[int], timeout: float = 30.0) -> bool:
+    """Whether every process in ``pids`` is gone within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(alive(pid) for pid in pids)
+
+
+def reset_payload(tasks: list[MetaWorldTask]) -> list[tuple[metaworld.Task, int]]:
+    """A worker's reset message for ``tasks``: ``[(Task, seed), …]``, episode ``i`` seeded from ``i``."""
+    return [(t.task, reset_seed(np.random.SeedSequence(i))) for i, t in enumerate(tasks)]
+
+
+def run_script(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
+    """``text`` run as a Python script from the repository (60 s at most)."""
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    return subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
 def observable(task: MetaWorldTask) -> MetaWorldTask:
     """The same goal with its position in the observation (what Meta-World's scripted policies read)."""
     data = pickle.loads(task.task.data)
@@ -637,7 +657,7 @@ def test_an_error_outside_any_episode_names_no_task(ml1):
     from maml.envs.ray_pool import _SamplerActor
 
     tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 2)
-    payload = [(t.task, reset_seed(np.random.SeedSequence(i))) for i, t in enumerate(tasks)]
+    payload = reset_payload(tasks)
     runner = _Runner(1.0, fast=False)
     runner.handle("reset", payload)
     runner.handle("step", np.zeros((2, ACT_DIM)))
@@ -659,7 +679,7 @@ def test_worker_loop_answers_commands_until_close_or_end_of_file(ml1):
     """The worker process's loop (run here, in this process, against a pipe): its pid first, then a reply per
     command (the runner's own results, or an error naming the episode), until ``close`` or a closed pipe."""
     tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 2)
-    payload = [(t.task, reset_seed(np.random.SeedSequence(i))) for i, t in enumerate(tasks)]
+    payload = reset_payload(tasks)
     actions = np.full((2, ACT_DIM), 0.3)
     reference = _Runner(1.0, fast=True)
     expected = [reference.reset(payload), reference.step(actions)]
@@ -867,28 +887,16 @@ OPEN_POOL_SCRIPT = textwrap.dedent(
 def test_an_open_pool_does_not_keep_python_alive(tmp_path):
     """A script that exits without closing its pool exits (its workers are daemons, ended at exit), and no
     worker outlives it."""
-    script = tmp_path / "open_pool.py"
-    script.write_text(OPEN_POOL_SCRIPT)
-    result = subprocess.run(
-        [sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+    result = run_script(tmp_path, OPEN_POOL_SCRIPT)
     assert result.returncode == 0, result.stderr
     pids = json.loads(result.stdout)
-    assert len(pids) == 1
-    deadline = time.monotonic() + 30
-    while alive(pids[0]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(pids[0])
+    assert len(pids) == 1 and wait_dead(pids)
 
 
 def test_a_script_without_a_main_guard_is_told_why_its_workers_died(tmp_path):
     """A script that makes a pool at import time (no ``if __name__ == "__main__":``) kills its spawned
     workers as they re-import it: the error says so, instead of only "exited with code 1"."""
-    script = tmp_path / "no_guard.py"
-    script.write_text(OPEN_POOL_SCRIPT.replace('if __name__ == "__main__":\n', "if True:\n"))
-    result = subprocess.run(
-        [sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+    result = run_script(tmp_path, OPEN_POOL_SCRIPT.replace('if __name__ == "__main__":\n', "if True:\n"))
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("maml.envs.metaworld_pool.WorkerError: Meta-World worker 1 (pid "), last

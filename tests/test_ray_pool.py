@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import ray
 import torch
-from test_metaworld import REPO, alive, mixed_ml10_tasks, random_params
+from test_metaworld import REPO, alive, mixed_ml10_tasks, random_params, wait_dead
 
 from bench import run_format as rf
 from bench.cli import main
@@ -68,13 +68,6 @@ def assert_same(run, local_run) -> None:
             assert torch.equal(getattr(again, f.name), getattr(episodes, f.name)), f.name
     np.testing.assert_array_equal(again_stats.returns, stats.returns)
     np.testing.assert_array_equal(again_stats.env_infos["success"], stats.env_infos["success"])
-
-
-def wait_dead(pids: list[int], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return not any(alive(pid) for pid in pids)
 
 
 @pytest.mark.parametrize("num_actors", [1, 2])
