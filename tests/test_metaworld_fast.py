@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+from typing import Any
 
 import metaworld.env_dict
 import mujoco
@@ -26,7 +27,7 @@ from test_metaworld import SCRIPTED_WARNING, observable
 
 from maml.envs import metaworld_fast
 from maml.envs import metaworld_tasks as mwt
-from maml.envs.metaworld_fast import ROTATION_MATRIX_QUATS, install_fast_paths, quat_from_matrix
+from maml.envs.metaworld_fast import ROTATION_MATRIX_QUATS, HandResets, install_fast_paths, quat_from_matrix
 from maml.envs.metaworld_pool import MAX_EPISODE_LENGTH, make_env
 
 ALL_CLASSES = (*metaworld.env_dict.ML45_V3["train"], *metaworld.env_dict.ML45_V3["test"])
@@ -58,7 +59,7 @@ def first_task(tasks: mwt.TaskSet, class_name: str) -> mwt.MetaWorldTask:
 def reset(task: mwt.MetaWorldTask, fast: bool):
     env = make_env(task.task)
     if fast:
-        install_fast_paths(env, contacts=True)
+        install_fast_paths(env, contacts=True, resets=True)
     env.set_task(task.task)
     env.seed(SEED)
     obs, _ = env.reset(seed=SEED)
@@ -431,3 +432,222 @@ def test_a_step_past_the_episode_end_is_refused_as_in_stock(ml45) -> None:
         with pytest.raises(ValueError, match="reset the env manually"):
             env.step(action.copy())
         env.close()
+
+
+# --- resets -------------------------------------------------------------------------------------------------
+SCRATCH = ("dof_island", "dof_islandind", "efc_island", "island_", "efc_AR_", "efc_JT", "efc_J_")
+"""``data`` arrays no step of these models writes (checked below: island discovery off, dense Jacobians):
+they keep whatever bytes earlier use of MuJoCo's arena left, so they differ between instances with
+different histories and are never read."""
+FIRST_CALL_SITES = {"push-v3": "goal", "push-back-v3": "goal"}
+"""The one value a fast reset leaves different from stock until the first step: these classes' goal marker
+``data.site_xpos`` after a reset is computed (by the second ``reset_model``'s ``mj_forward``) from the site
+position that the *first* ``reset_model`` set from ``fix_extreme_obj_pos``, which reads the object's height
+after that call's hand reset: in stock the 50 steps from wherever the last episode left the object, in the
+fast reset none. A marker has no mass and no collision; no observation, reward or ``info`` reads it, and the
+first step recomputes it from the site position the second call set (equal in both)."""
+OWN_HAND_RESET = ("faucet-close-v3", "faucet-open-v3", "window-close-v3")
+"""Classes that override ``_reset_hand`` (``super()._reset_hand()`` then an attribute): they keep the stock
+reset."""
+RESET_GOALS = (0, 1, 0, 2, 2)
+"""Goals of consecutive episodes on one instance: new tasks (new body positions: hand-reset cache misses),
+a task seen before (hits) and the same task twice."""
+
+
+def data_values(data: mujoco.MjData) -> dict[str, Any]:
+    """Every array and number of ``data`` except the :data:`SCRATCH` arrays, and every field of its
+    contacts."""
+    values = {}
+    for name in dir(data):
+        if name.startswith("_") or name.startswith(SCRATCH) or name == "threadpool":
+            continue
+        value = getattr(data, name)
+        if isinstance(value, np.ndarray | int | float):
+            values[name] = value
+    contact = data.contact
+    values |= {f"contact.{name}": getattr(contact, name) for name in dir(contact) if not name.startswith("_")}
+    return values
+
+
+def model_arrays(model: mujoco.MjModel) -> dict[str, np.ndarray]:
+    return {name: getattr(model, name) for name in dir(model) if isinstance(getattr(model, name), np.ndarray)}
+
+
+def assert_same_instance(stock: SawyerXYZEnv, fast: SawyerXYZEnv, where: str, site: str | None = None):
+    """MuJoCo data (but ``site``'s ``site_xpos``), model and every attribute of the two instances equal."""
+    fast_values = data_values(fast.data)
+    for name, value in data_values(stock.data).items():
+        other = fast_values[name]
+        if site is not None and name == "site_xpos":
+            keep = np.arange(len(value)) != stock.model.site(site).id
+            value, other = value[keep], other[keep]
+        assert np.array_equal(value, other, equal_nan=True), f"{where}: data.{name}"
+    fast_model = model_arrays(fast.model)
+    for name, value in model_arrays(stock.model).items():
+        assert np.array_equal(value, fast_model[name], equal_nan=True), f"{where}: model.{name}"
+    for name, value in vars(stock).items():
+        if name in ("model", "data") or name.startswith("_fast"):
+            continue
+        other = vars(fast)[name]
+        if isinstance(value, np.ndarray):
+            same = other.dtype == value.dtype and np.array_equal(value, other, equal_nan=True)
+            assert same, f"{where}: {name}"
+        elif isinstance(value, bool | int | float | str | tuple | type(None)):
+            assert other == value or (value != value and other != other), f"{where}: {name}"
+
+
+def assert_same_resets(tasks: mwt.TaskSet, class_name: str, steps: int = 80) -> None:
+    """Episodes of :data:`RESET_GOALS` on one stock and one fast instance (scripted and random actions in
+    turn, so objects end anywhere): after every reset the observation, ``info``, MuJoCo data, model and
+    attributes are equal (:data:`FIRST_CALL_SITES` aside), and so is every step; the model arrays the hand-
+    reset cache leaves out of its key never change."""
+    goals = tasks.train.get(class_name) or tasks.test[class_name]
+    stock = make_env(goals[0].task)
+    fast = make_env(goals[0].task)
+    pristine = model_arrays(make_env(goals[0].task).model)
+    replaced = set(install_fast_paths(fast, contacts=True, resets=True))
+    assert ({"reset", "_reset_hand"} <= replaced) == (class_name not in OWN_HAND_RESET)
+    assert fast.model.opt.enableflags & mujoco.mjtEnableBit.mjENBL_ISLAND == 0
+    assert not mujoco.mj_isSparse(fast.model)  # SCRATCH: no island, no sparse Jacobian structure written
+    rng = np.random.default_rng(SEED)
+    for episode, goal in enumerate(RESET_GOALS):
+        task = observable(goals[goal])
+        for env in (stock, fast):
+            env.set_task(task.task)
+            env.seed(SEED)
+        obs, info = stock.reset(seed=SEED)
+        fast_obs, fast_info = fast.reset(seed=SEED)
+        where = f"{class_name} episode {episode} (goal {goal})"
+        assert np.array_equal(obs, fast_obs) and fast_info == info, where
+        assert_same_instance(stock, fast, f"{where} after the reset", FIRST_CALL_SITES.get(class_name))
+        agent = ENV_POLICY_MAP[class_name]()
+        for t in range(steps):
+            scripted = np.clip(agent.get_action(obs), -1.0, 1.0)
+            action = rng.uniform(-1.5, 1.5, 4) if episode % 2 else scripted
+            out = stock.step(action.copy())
+            assert_same_step(stock, fast, out, fast.step(action.copy()), f"{where} step {t}")
+            obs = out[0]
+        assert_same_instance(stock, fast, f"{where} after {steps} steps")
+    for name, value in model_arrays(fast.model).items():
+        if name not in ("body_pos", "site_pos"):
+            assert np.array_equal(value, pristine[name], equal_nan=True), f"{class_name}: model.{name}"
+    stock.close()
+    fast.close()
+
+
+RESET_SAMPLE = (
+    "push-v3",  # the first reset_model's goal marker
+    "box-close-v3",  # a body placed from a height read after the hand reset
+    "bin-picking-v3",  # an object's height read after it
+    "door-lock-v3",  # attributes that are views of data
+    "basketball-v3",  # a target read from data
+    "hammer-v3",  # same
+    "stick-pull-v3",  # two objects
+    "reach-v3",  # init_tcp read by the first reset_model of a fresh instance
+)
+
+
+@pytest.mark.filterwarnings(SCRIPTED_WARNING)
+@pytest.mark.parametrize("class_name", RESET_SAMPLE)
+def test_fast_resets_equal_stock(ml45, class_name):
+    assert_same_resets(ml45, class_name)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings(SCRIPTED_WARNING)
+@pytest.mark.parametrize("class_name", ALL_CLASSES)
+def test_fast_resets_equal_stock_for_every_class(ml45, class_name):
+    assert_same_resets(ml45, class_name)
+
+
+def test_the_first_calls_goal_marker_differs_until_the_first_step(ml45):
+    """:data:`FIRST_CALL_SITES` is needed (on a fresh instance stock's marker sits where the settled object
+    put it, the fast one where the unsettled one did) and it is all: the first step makes them equal."""
+    for class_name, site in FIRST_CALL_SITES.items():
+        stock, _ = reset(first_task(ml45, class_name), fast=False)
+        fast, _ = reset(first_task(ml45, class_name), fast=True)
+        index = stock.model.site(site).id
+        assert not np.array_equal(stock.data.site_xpos[index], fast.data.site_xpos[index])
+        action = np.array([0.1, 0.2, -0.3, 0.4])
+        assert_same_step(stock, fast, stock.step(action.copy()), fast.step(action.copy()), class_name)
+        assert np.array_equal(stock.data.site_xpos, fast.data.site_xpos)
+        stock.close()
+        fast.close()
+
+
+def test_the_hand_reset_cache_keys_on_what_the_steps_depend_on(ml45):
+    """The key changes with the body positions and with the state the steps start from; the cache keeps
+    the ``size`` most recently used states and counts hits and misses."""
+    env, _ = reset(first_task(ml45, "box-close-v3"), fast=True)
+    mujoco.mj_resetData(env.model, env.data)
+    key = HandResets.key(env, 50)
+    assert HandResets.key(env, 50) == key and HandResets.key(env, 49) != key
+    env.model.body_pos[1, 0] += 1e-12
+    assert HandResets.key(env, 50) != key
+    env.model.body_pos[1, 0] -= 1e-12
+    env.data.qvel[0] = 1e-300
+    assert HandResets.key(env, 50) != key
+    cache = HandResets(size=2)
+    states = [mujoco.MjData(env.model) for _ in range(3)]
+    for k, state in enumerate(states):
+        assert cache.get(k) is None
+        cache.put(k, state)
+        if k == 1:
+            assert cache.get(0) is states[0]  # 0 is now the most recent: 1 goes next
+    assert list(cache.states) == [0, 2] and cache.get(1) is None
+    assert (cache.hits, cache.misses) == (1, 4)
+    env.close()
+
+
+def test_each_instance_keeps_its_own_hand_resets_and_reuses_them(ml45):
+    """Two resets of one goal: a miss, then a hit (the state copied back); another instance starts empty, and
+    after five goals an instance holds the four most recent."""
+    goals = ml45.test["box-close-v3"]  # its box moves with the goal: one stored state per goal
+    env, _ = reset(goals[0], fast=True)
+    cache = env._fast_hand_resets
+    assert (cache.hits, cache.misses, len(cache.states)) == (0, 1, 1)
+    env.reset(seed=SEED)
+    assert (cache.hits, cache.misses) == (1, 1)
+    other, _ = reset(goals[0], fast=True)
+    assert other._fast_hand_resets is not cache and other._fast_hand_resets.hits == 0
+    for goal in goals[1:5]:
+        env.set_task(goal.task)
+        env.reset(seed=SEED)
+    assert len(cache.states) == metaworld_fast.HAND_RESET_CACHE_SIZE == 4 and cache.misses == 5
+    env.close()
+    other.close()
+
+
+def test_a_hand_reset_outside_a_reset_runs_the_stock_steps(ml45):
+    """``_reset_hand`` called by anything but the fast ``reset`` (from a moved state) takes the stock 50
+    steps and leaves the cache alone; a reset after it is stock's again."""
+    task = first_task(ml45, "push-v3")
+    stock, _ = reset(task, fast=False)
+    fast, _ = reset(task, fast=True)
+    action = np.array([0.5, -0.5, 0.5, 1.0])
+    for _ in range(20):
+        assert_same_step(stock, fast, stock.step(action.copy()), fast.step(action.copy()), "moving")
+    cache = fast._fast_hand_resets
+    counts = (cache.hits, cache.misses, len(cache.states))
+    stock._reset_hand()
+    fast._reset_hand()
+    assert (cache.hits, cache.misses, len(cache.states)) == counts
+    assert_same_instance(stock, fast, "after a direct hand reset")
+    assert np.array_equal(stock.reset(seed=SEED)[0], fast.reset(seed=SEED)[0])
+    stock.close()
+    fast.close()
+
+
+def test_the_classes_with_their_own_hand_reset_are_the_ones_listed():
+    own = {name for name, klass in metaworld.env_dict.ALL_V3_ENVIRONMENTS.items()
+           if klass._reset_hand is not SawyerXYZEnv._reset_hand}  # fmt: skip
+    assert own == set(OWN_HAND_RESET)
+
+
+def test_a_reset_without_mujocos_copy_function_stays_stock(ml45, monkeypatch):
+    """Where ``mj_copyData`` cannot be loaded the fast reset is not installed, nor with ``resets=False``."""
+    monkeypatch.setattr(metaworld_fast, "_copy_data", lambda: None)
+    env = make_env(first_task(ml45, "push-v3").task)
+    assert "reset" not in install_fast_paths(env, contacts=True, resets=True)
+    assert "reset" not in install_fast_paths(make_env(first_task(ml45, "push-v3").task), resets=False)
+    env.close()

@@ -38,14 +38,39 @@ order, so that observations, rewards and every ``info`` value are the stock ones
   ~17 µs for a vectorised scan over ``data.contact.geom``, a few contacts a
   step); same value and type as the stock method (Meta-World returns ``False`` or a numpy bool).
 
+- ``reset`` and ``_reset_hand`` (``resets=True``, the default; the 47 classes that do not override
+  ``_reset_hand``). Stock ``reset`` runs ``reset_model`` twice, ``mj_resetData`` between the two, and each
+  call starts with ``_reset_hand``: 50 steps (250 ``mj_step``) holding the mocap at ``hand_init_pos``,
+  nearly all of a reset's 5.3–10.0 ms (mean 6.7 ms over the 50 classes, quiet machine). The first call's
+  steps start from wherever the last episode ended and ``mj_resetData`` throws their state away: they are
+  skipped (``init_tcp`` is still set: some ``reset_model`` reads it). The second call's steps start from
+  the freshly reset state, so their result is a function of the model and that state: the first run of
+  each (``hand_init_pos``, body positions, integration state) stores a copy of ``data``
+  (:class:`HandResets`, a few per instance, least recently used dropped first) and later runs copy it back
+  with MuJoCo's ``mj_copyData`` (every array of ``data``: contacts, constraint rows, warm start, solver
+  statistics). Body positions are the one model array that v3 ``reset_model`` calls change and that
+  enters the dynamics (they also move sites, which carry no force in models without tendons or site
+  actuators, the only ones this is installed on). A reset then costs 0.05–0.25 ms (×37–×111;
+  ``python -m maml.envs.metaworld_fast --resets``). What the first call computes from its state (stock:
+  after the hand reset; here: before it) the second call computes again, tests say, with one exception
+  that nothing reads: push and push-back place their goal site from ``fix_extreme_obj_pos`` (the object's
+  height after the hand reset) in the first call, and that marker's ``data.site_xpos`` keeps the value
+  until the first step recomputes it from the second call's placement. Tests compare, after each reset of
+  5 consecutive episodes with new and repeated goals on one instance, every array of ``data`` (but the
+  island and sparse-Jacobian scratch arrays that MuJoCo does not write in these models), every contact,
+  every model array and every attribute of the instance with a stock instance's, for all 50 classes.
+
 Not replaced (class-specific or not overridable per instance): each class's ``evaluate_state`` /
 ``compute_reward`` (their direct ``reward_utils.tolerance`` calls), ``_get_pos_objects``, ``tcp_center`` (a
 property), ``mj_step`` and ``mj_forward``.
 
-Nothing found that could not be made bit-identical; the only values not computed by the stock code's own
-operations are scipy's orthogonality and determinant checks, which decide a branch, never a value (above).
+Steps: nothing found that could not be made bit-identical; the only values not computed by the stock code's
+own operations are scipy's orthogonality and determinant checks, which decide a branch, never a value
+(above). Resets: every output and every state equal, but for one marker position until the first step
+(push and push-back, above).
 
-The pool (:mod:`maml.envs.metaworld_pool`, ``fast_step``, on by default) installs them, contacts included.
+The pool (:mod:`maml.envs.metaworld_pool`, ``fast_step``, on by default) installs them, contacts included (and
+resets, the default).
 
 Measured (ms per step, 2-core machine loaded by training runs, goal 0 of each class, 200 uniform random
 actions in [−1, 1] after a reset, best of 5 rounds, the variants interleaved in one process, 2026-12-03).
@@ -72,11 +97,15 @@ so its A/C reads higher than the table's::
 The 22 classes with a scipy quaternion gain most (×2–2.8); the rest ×1.3–1.7, their remaining Python being
 their own ``compute_reward`` (``reward_utils.tolerance`` calls). MuJoCo alone (``mj_step`` ×5,
 ``mj_rnePostConstraint``, ``mj_forward``) is ~0.10 ms of a fast push step of ~0.19 ms (unloaded);
-``reset`` (~9 ms, 100 hand-reset ``mj_step`` calls) is unchanged.
+``reset`` (~9 ms, 100 hand-reset ``mj_step`` calls) was unchanged by these (``resets=True`` came later).
 """
 
 from __future__ import annotations
 
+import collections
+import copy
+import ctypes
+import functools
 import math
 import types
 from collections.abc import Callable
@@ -89,6 +118,8 @@ from metaworld.sawyer_xyz_env import SawyerXYZEnv
 from metaworld.utils import reward_utils
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
+
+from maml.envs import native_step
 
 _clip_ufunc = np._core.umath.clip
 """The ufunc ``np.clip`` calls (numpy/_core/_methods.py ``_clip``)."""
@@ -488,15 +519,110 @@ def step(self: SawyerXYZEnv, action: NDArray[Any]) -> tuple[NDArray[np.float64],
     return np.array(obs, dtype=np.float64), reward, False, truncate, info
 
 
+# --- resets -------------------------------------------------------------------------------------------------
+HAND_RESET_CACHE_SIZE = 4
+"""Post-hand-reset states kept per instance, least recently used dropped first (0.65 MB resident each: 2.6
+MB at most beside a ~21 MB instance). Four: a training round gives an instance at most two goals of its
+class (ML10), the meta-test one goal at a time; per instance, not per process, so that a stored state
+(which holds its model) never keeps a dropped instance's model alive."""
+_SKIP, _RESTORE = "skip", "restore"
+
+
+@functools.cache
+def _copy_data() -> Callable[[int, int, int], int] | None:
+    """MuJoCo's ``mj_copyData(dest, m, src)`` from the wheel's own ``libmujoco`` (the library the binding has
+    loaded: the same code), or ``None`` where it cannot be loaded (resets then run the stock code)."""
+    try:
+        _, library = native_step._mujoco_files()
+        function = ctypes.CDLL(str(library)).mj_copyData
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    function.restype = ctypes.c_void_p
+    return function
+
+
+class HandResets:
+    """One instance's MuJoCo data after ``SawyerXYZEnv._reset_hand`` from a freshly reset state, by what the
+    hand-reset steps depend on: ``steps``, ``hand_init_pos``, the model's body positions (the only model
+    array a v3 class changes that enters the dynamics: tested) and the integration state they start from
+    (``mj_getState(mjSTATE_INTEGRATION)``: qpos, qvel, act, warmstart, ctrl, mocap, …)."""
+
+    def __init__(self, size: int = HAND_RESET_CACHE_SIZE) -> None:
+        self.size = size
+        self.states: collections.OrderedDict[tuple, mujoco.MjData] = collections.OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(env: SawyerXYZEnv, steps: int) -> tuple:
+        model, data = env.model, env.data
+        state = np.empty(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_INTEGRATION))
+        mujoco.mj_getState(model, data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        hand = np.asarray(env.hand_init_pos, dtype=np.float64)
+        return steps, hand.tobytes(), model.body_pos.tobytes(), state.tobytes()
+
+    def get(self, key: tuple) -> mujoco.MjData | None:
+        found = self.states.get(key)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self.states.move_to_end(key)
+        return found
+
+    def put(self, key: tuple, data: mujoco.MjData) -> None:
+        self.states[key] = data
+        self.states.move_to_end(key)
+        while len(self.states) > self.size:
+            self.states.popitem(last=False)
+
+
+def _reset_hand(self: SawyerXYZEnv, steps: int = 50) -> None:
+    """``SawyerXYZEnv._reset_hand`` inside :func:`reset`: the first ``reset_model`` call's hand reset (whose
+    state ``mj_resetData`` discards before the second call) runs no physics, and the second call's, from
+    the freshly reset state, is copied from the instance's :class:`HandResets` (``mj_copyData``: every
+    array of ``data``, contacts and solver statistics included, as the 50 steps leave them) once a first run
+    stored it. Any other call runs the stock method."""
+    mode, self._fast_hand = self._fast_hand, None
+    if mode == _SKIP:
+        self._fast_hand = _RESTORE
+        # some reset_model read it before setting it (reach; on a fresh instance it would not exist yet)
+        self.init_tcp = self.tcp_center
+        return
+    if mode != _RESTORE:
+        SawyerXYZEnv._reset_hand(self, steps)
+        return
+    key = HandResets.key(self, steps)
+    stored = self._fast_hand_resets.get(key)
+    if stored is None:
+        SawyerXYZEnv._reset_hand(self, steps)
+        self._fast_hand_resets.put(key, copy.copy(self.data))
+        return
+    _copy_data()(self.data._address, self.model._address, stored._address)
+    self.init_tcp = self.tcp_center
+
+
+def reset(self: SawyerXYZEnv, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple:
+    """``SawyerXYZEnv.reset`` (``reset_model``; ``MujocoEnv.reset``: ``mj_resetData``, ``reset_model``) with
+    the hand resets of :func:`_reset_hand`."""
+    self._fast_hand = _SKIP
+    try:
+        return SawyerXYZEnv.reset(self, seed=seed, options=options)
+    finally:
+        self._fast_hand = None
+
+
 # --- installation -------------------------------------------------------------------------------------------
 def _inherits(env: SawyerXYZEnv, name: str, base: type = SawyerXYZEnv) -> bool:
     """Whether the instance's class uses ``base``'s ``name`` (does not override it)."""
     return getattr(type(env), name) is getattr(base, name)
 
 
-def install_fast_paths(env: SawyerXYZEnv, contacts: bool = False) -> list[str]:
+def install_fast_paths(env: SawyerXYZEnv, contacts: bool = False, resets: bool = True) -> list[str]:
     """Bind the fast methods onto this one instance where its class uses the stock ones; returns the names of
-    the methods replaced. ``contacts``: also replace ``touching_object`` by :func:`touching_object_cached`."""
+    the methods replaced. ``contacts``: also replace ``touching_object`` by :func:`touching_object_cached`;
+    ``resets`` (default): also ``reset`` and ``_reset_hand`` (:func:`reset`)."""
     env._fast_ids = {kind: {} for kind in _OBJ}
     replaced: list[str] = []
 
@@ -551,6 +677,21 @@ def install_fast_paths(env: SawyerXYZEnv, contacts: bool = False) -> list[str]:
         and _inherits(env, "_step_mujoco_simulation", MujocoEnv)
     ):
         bind("step", step)
+
+    if (
+        resets
+        and _copy_data() is not None
+        and _inherits(env, "reset")
+        and _inherits(env, "_reset_hand")
+        and _inherits(env, "do_simulation", MujocoEnv)
+        and _inherits(env, "_step_mujoco_simulation", MujocoEnv)
+        and env.model.ntendon == 0
+        and bool(np.all(env.model.actuator_trntype == mujoco.mjtTrn.mjTRN_JOINT))
+    ):  # sites then carry no force: site_pos (set per task) stays out of the hand-reset key
+        env._fast_hand = None
+        env._fast_hand_resets = HandResets()
+        bind("_reset_hand", _reset_hand)
+        bind("reset", reset)
     return replaced
 
 
@@ -600,7 +741,52 @@ def benchmark(class_names: list[str] | None = None, rounds: int = 5, steps: int 
     )
 
 
+def benchmark_resets(class_names: list[str] | None = None, rounds: int = 5, resets: int = 4) -> None:
+    """Print ms per reset of ML45's classes (goal 0, after a first reset: the fast one's hand reset is
+    stored), stock against :func:`reset`, best of ``rounds`` rounds of ``resets`` resets."""
+    import time
+    import warnings
+
+    from maml.envs import metaworld_tasks
+    from maml.envs.metaworld_pool import make_env
+
+    warnings.simplefilter("ignore")
+    task_set = metaworld_tasks.load_task_set("ml45")
+    tasks = {name: goals[0] for name, goals in (*task_set.train.items(), *task_set.test.items())}
+    rows = []
+    for name in class_names or list(tasks):
+        best = []
+        for fast in (False, True):
+            env = make_env(tasks[name].task)
+            install_fast_paths(env, contacts=True, resets=fast)
+            env.set_task(tasks[name].task)
+            env.reset(seed=0)
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                for _ in range(resets):
+                    env.reset(seed=0)
+                times.append((time.perf_counter() - start) / resets * 1e3)
+            best.append(min(times))
+            env.close()
+        rows.append(best)
+        ratio = best[0] / best[1]
+        print(f"{name:28s} stock {best[0]:6.2f} ms  fast {best[1]:6.3f} ms  ×{ratio:.0f}", flush=True)
+    stock, fast = np.array(rows).T
+    print(
+        f"mean of {len(rows)} classes: stock {stock.mean():.2f} ms ({stock.min():.2f}–{stock.max():.2f}),"
+        f" fast {fast.mean():.3f} ms ({fast.min():.3f}–{fast.max():.3f})"
+    )
+
+
+def main(arguments: list[str]) -> None:
+    """``python -m maml.envs.metaworld_fast [--resets] [class …]``: :func:`benchmark` (ms per step) or, with
+    ``--resets``, :func:`benchmark_resets`, of the named classes (default: all 50)."""
+    names = [name for name in arguments if name != "--resets"]
+    (benchmark_resets if "--resets" in arguments else benchmark)(names or None)
+
+
 if __name__ == "__main__":
     import sys
 
-    benchmark(sys.argv[1:] or None)
+    main(sys.argv[1:])
