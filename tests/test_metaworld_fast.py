@@ -144,7 +144,7 @@ def test_fast_paths_stay_on_the_instance(ml45):
     task = first_task(ml45, "push-v3")
     env = make_env(task.task)
     replaced = install_fast_paths(env)
-    expected = {"step", "_get_obs", "_get_quat_objects", "_gripper_caging_reward", "set_xyz_action"}
+    expected = {"step", "_get_obs", "_get_quat_objects", "_gripper_caging_reward", "set_xyz_action", "reset"}
     assert expected <= set(replaced)
     assert "touching_object" not in replaced  # contacts only on request
     other = make_env(task.task)
@@ -642,6 +642,17 @@ def test_the_classes_with_their_own_hand_reset_are_the_ones_listed():
     own = {name for name, klass in metaworld.env_dict.ALL_V3_ENVIRONMENTS.items()
            if klass._reset_hand is not SawyerXYZEnv._reset_hand}  # fmt: skip
     assert own == set(OWN_HAND_RESET)
+
+
+@pytest.mark.parametrize("class_name", OWN_HAND_RESET)
+def test_classes_with_their_own_hand_reset_keep_the_stock_reset(ml45, class_name):
+    """Binding the fast ``_reset_hand`` on these would bypass their override (faucet's ``reachCompleted``,
+    window-close's ``init_tcp``): neither it nor the fast ``reset`` is installed."""
+    env = make_env(first_task(ml45, class_name).task)
+    replaced = install_fast_paths(env, contacts=True, resets=True)
+    assert "reset" not in replaced and "_reset_hand" not in replaced and "step" in replaced
+    assert "_reset_hand" not in vars(env) and "reset" not in vars(env)
+    env.close()
 
 
 def test_a_reset_without_mujocos_copy_function_stays_stock(ml45, monkeypatch):
