@@ -504,7 +504,9 @@ def assert_same_resets(tasks: mwt.TaskSet, class_name: str, steps: int = 80) -> 
     goals = tasks.train.get(class_name) or tasks.test[class_name]
     stock = make_env(goals[0].task)
     fast = make_env(goals[0].task)
-    pristine = model_arrays(make_env(goals[0].task).model)
+    fresh = make_env(goals[0].task)
+    pristine = {name: value.copy() for name, value in model_arrays(fresh.model).items()}
+    fresh.close()
     replaced = set(install_fast_paths(fast, contacts=True, resets=True))
     assert ({"reset", "_reset_hand"} <= replaced) == (class_name not in OWN_HAND_RESET)
     assert fast.model.opt.enableflags & mujoco.mjtEnableBit.mjENBL_ISLAND == 0
@@ -660,5 +662,7 @@ def test_a_reset_without_mujocos_copy_function_stays_stock(ml45, monkeypatch):
     monkeypatch.setattr(metaworld_fast, "_copy_data", lambda: None)
     env = make_env(first_task(ml45, "push-v3").task)
     assert "reset" not in install_fast_paths(env, contacts=True, resets=True)
-    assert "reset" not in install_fast_paths(make_env(first_task(ml45, "push-v3").task), resets=False)
+    other = make_env(first_task(ml45, "push-v3").task)
+    assert "reset" not in install_fast_paths(other, resets=False)
     env.close()
+    other.close()
