@@ -26,7 +26,7 @@ the driver, and the meta-test (:func:`bench.run.trainer.meta_test_env_steps`: ``
 ``test_adaptation_episodes`` and one of ``test_episodes`` on ``test_tasks`` held-out tasks) amortised over
 ``evaluate_every_n_epochs``. The outer step's time is linear in the samples of a round, from the TRPO step
 measured at the ML45 kernel size (results/bench/README.md: 10.0 s for 45 tasks × 9000 samples at 2 threads on
-the 2-core Xeon; 124 ms on an H200), scaled by ``2 / threads`` on a CPU. Not modelled: the inner
+the 2-core Xeon; 122 ms on an H200), scaled by ``2 / threads`` on a CPU. Not modelled: the inner
 adaptation step between rounds, baseline fits, logging, checkpoints (each well under the outer step) and
 the meta-test's adaptation steps.
 
@@ -59,8 +59,8 @@ TRPO_ML45_KERNEL_S = 10.0
 """TRPO step at the ML45 kernel size on the 2-core Xeon, 2 threads (results/bench/README.md)."""
 TRPO_ML45_KERNEL_SAMPLES = 45 * 9000
 """That size: 45 tasks × 9000 samples (45 episodes × 200 steps) per task, pre- and post-update alike."""
-TRPO_ML45_H200_S = 0.124
-"""The same step on an H200 (results/bench/README.md, 2026-11-26)."""
+TRPO_ML45_H200_S = 0.122
+"""The same step on an H200 (results/bench/README.md, 2026-12-04; 0.124 s on 2026-11-26)."""
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,8 @@ class TRPOConfig:
     """On a CUDA device, replay the explicit KL-HVP of each step from a CUDA graph captured once per step
     (:mod:`maml.cuda_graphs`): the same kernels, one launch. No effect on CPU or with double backward. Off by
     default: at garage's sizes the products are GPU-bound, so capturing anew each step costs more than the
-    10 replays save (H200, T=40: 44.8 ms per step with graphs, 34.4 ms without; results/bench/README.md)."""
+    10 replays save (H200, T=40: 40.0 ms per step with graphs, 32.9 ms without, 2026-12-04;
+    results/bench/README.md)."""
 
     def __post_init__(self) -> None:
         if self.hvp not in HVP_METHODS:
