@@ -155,9 +155,12 @@ def test_fast_paths_stay_on_the_instance(ml45):
     assert type(env).touching_object is SawyerXYZEnv.touching_object
     env.close()
     other.close()
-    own = make_env(first_task(ml45, "pick-place-v3").task)  # overrides _gripper_caging_reward: kept
-    assert "_gripper_caging_reward" not in install_fast_paths(own)
+    own = make_env(first_task(ml45, "pick-place-v3").task)  # overrides _gripper_caging_reward: its code kept
+    install_fast_paths(own, rewards=False)
     assert "_gripper_caging_reward" not in vars(own)
+    install_fast_paths(own)  # relinked: the class's own code with the fast helpers
+    relinked = vars(own)["_gripper_caging_reward"].__func__
+    assert relinked.__code__ is type(own)._gripper_caging_reward.__code__
     own.close()
 
 

@@ -59,10 +59,13 @@ order, so that observations, rewards and every ``info`` value are the stock ones
   5 consecutive episodes with new and repeated goals on one instance, every array of ``data`` (but the
   island and sparse-Jacobian scratch arrays that MuJoCo does not write in these models), every contact,
   every model array and every attribute of the instance with a stock instance's, for all 50 classes.
+- the class's own reward methods (``rewards=True``, the default; :mod:`maml.envs.metaworld_rewards`): its
+  ``compute_reward``, ``reset_model`` and the like, relinked so that their ``reward_utils.tolerance`` and
+  ``np.linalg.norm`` calls reach scalar fast paths (same code objects, other globals); bound last, on the
+  names not already replaced above.
 
-Not replaced (class-specific or not overridable per instance): each class's ``evaluate_state`` /
-``compute_reward`` (their direct ``reward_utils.tolerance`` calls), ``_get_pos_objects``, ``tcp_center`` (a
-property), ``mj_step`` and ``mj_forward``.
+Not replaced (not overridable per instance): ``tcp_center`` (a property; ~2 named ``data.site`` lookups a
+call), ``_get_pos_objects``' named lookups, ``mj_step`` and ``mj_forward``.
 
 Steps: nothing found that could not be made bit-identical; the only values not computed by the stock code's
 own operations are scipy's orthogonality and determinant checks, which decide a branch, never a value
@@ -119,14 +122,12 @@ from metaworld.utils import reward_utils
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
-from maml.envs import native_step
+from maml.envs import metaworld_rewards, native_step
 
 _clip_ufunc = np._core.umath.clip
 """The ufunc ``np.clip`` calls (numpy/_core/_methods.py ``_clip``)."""
 _hamacher = reward_utils.hamacher_product
 _MOCAP_QUAT = np.array([1.0, 0.0, 1.0, 0.0])
-_LONG_TAIL_SCALE = np.sqrt(1 / reward_utils._DEFAULT_VALUE_AT_MARGIN - 1)
-"""``reward_utils._sigmoids``'s ``long_tail`` scale for the default value at the margin (3.0)."""
 ORTHOGONALITY_MARGIN = 1e-14
 """How far inside scipy's orthogonality tolerances a Gramian computed here must be (fast formula)."""
 
@@ -353,17 +354,9 @@ def _get_obs(self: SawyerXYZEnv) -> NDArray[np.float64]:
 
 def _long_tail(x: Any, lower: float, upper: float, margin: Any) -> float:
     """``reward_utils.tolerance(x, bounds=(lower, upper), margin=margin, sigmoid="long_tail")`` for a scalar
-    ``x`` (numpy or Python float), returned as the stock ``value.item()``: a Python float."""
-    if lower > upper:
-        raise ValueError("Lower bound must be <= upper bound.")
-    if margin < 0:
-        raise ValueError(f"`margin` must be non-negative. Current value: {margin}")
-    if lower <= x and x <= upper:
-        return 1.0
-    if margin == 0:
-        return 0.0
-    d = np.float64(lower - x if x < lower else x - upper) / margin
-    return float(1 / ((d * _LONG_TAIL_SCALE) ** 2 + 1))
+    ``x`` (numpy or Python float), returned as the stock ``value.item()``: a Python float
+    (:func:`maml.envs.metaworld_rewards.tolerance`)."""
+    return metaworld_rewards.tolerance(x, (lower, upper), margin, "long_tail")
 
 
 def _gripper_caging_reward(
@@ -619,10 +612,14 @@ def _inherits(env: SawyerXYZEnv, name: str, base: type = SawyerXYZEnv) -> bool:
     return getattr(type(env), name) is getattr(base, name)
 
 
-def install_fast_paths(env: SawyerXYZEnv, contacts: bool = False, resets: bool = True) -> list[str]:
+def install_fast_paths(
+    env: SawyerXYZEnv, contacts: bool = False, resets: bool = True, rewards: bool = True
+) -> list[str]:
     """Bind the fast methods onto this one instance where its class uses the stock ones; returns the names of
     the methods replaced. ``contacts``: also replace ``touching_object`` by :func:`touching_object_cached`;
-    ``resets`` (default): also ``reset`` and ``_reset_hand`` (:func:`reset`)."""
+    ``resets`` (default): also ``reset`` and ``_reset_hand`` (:func:`reset`); ``rewards`` (default): then
+    the class's own reward methods with fast ``tolerance`` and ``norm``
+    (:func:`maml.envs.metaworld_rewards.relink`)."""
     env._fast_ids = {kind: {} for kind in _OBJ}
     replaced: list[str] = []
 
@@ -670,12 +667,10 @@ def install_fast_paths(env: SawyerXYZEnv, contacts: bool = False, resets: bool =
         env._fast_pad_ids = pad_geoms
         bind("touching_object", touching_object_cached)
 
-    if (
-        env.model.nu == 2
-        and _inherits(env, "step")
-        and _inherits(env, "do_simulation", MujocoEnv)
-        and _inherits(env, "_step_mujoco_simulation", MujocoEnv)
-    ):
+    stock_simulation = _inherits(env, "do_simulation", MujocoEnv) and _inherits(
+        env, "_step_mujoco_simulation", MujocoEnv
+    )
+    if env.model.nu == 2 and _inherits(env, "step") and stock_simulation:
         bind("step", step)
 
     if (
@@ -683,8 +678,7 @@ def install_fast_paths(env: SawyerXYZEnv, contacts: bool = False, resets: bool =
         and _copy_data() is not None
         and _inherits(env, "reset")
         and _inherits(env, "_reset_hand")
-        and _inherits(env, "do_simulation", MujocoEnv)
-        and _inherits(env, "_step_mujoco_simulation", MujocoEnv)
+        and stock_simulation
         and env.model.ntendon == 0
         and bool(np.all(env.model.actuator_trntype == mujoco.mjtTrn.mjTRN_JOINT))
     ):  # sites then carry no force: site_pos (set per task) stays out of the hand-reset key
@@ -692,14 +686,16 @@ def install_fast_paths(env: SawyerXYZEnv, contacts: bool = False, resets: bool =
         env._fast_hand_resets = HandResets()
         bind("_reset_hand", _reset_hand)
         bind("reset", reset)
+    if rewards:
+        replaced += metaworld_rewards.relink(env)
     return replaced
 
 
 # --- benchmark ---------------------------------------------------------------------------------------------
-def benchmark(class_names: list[str] | None = None, rounds: int = 5, steps: int = 200) -> None:
-    """Print ms per step of ML45's classes, interleaved in one process: A stock, B the fast paths with the
-    stock contact test, C all fast paths (the pool's default)."""
-    import time
+def _benchmark_envs(class_names: list[str] | None, **variants: dict[str, bool] | None):
+    """For each named v3 class (default: all 50, ML45's train then test classes): ``(name, {variant: env})``,
+    one instance per variant with goal 0 set (``None``: stock; else :func:`install_fast_paths`'s options),
+    closed after the caller's loop body."""
     import warnings
 
     from maml.envs import metaworld_tasks
@@ -708,36 +704,47 @@ def benchmark(class_names: list[str] | None = None, rounds: int = 5, steps: int 
     warnings.simplefilter("ignore")
     task_set = metaworld_tasks.load_task_set("ml45")
     tasks = {name: goals[0] for name, goals in (*task_set.train.items(), *task_set.test.items())}
-    actions = np.random.default_rng(0).uniform(-1, 1, (steps, 4))
-    rows = []
     for name in class_names or list(tasks):
-        envs = []
-        for variant in "ABC":
-            env = make_env(tasks[name].task)
-            if variant != "A":
-                install_fast_paths(env, contacts=variant == "C")
+        envs = {}
+        for variant, options in variants.items():
+            envs[variant] = env = make_env(tasks[name].task)
+            if options is not None:
+                install_fast_paths(env, **options)
             env.set_task(tasks[name].task)
-            envs.append(env)
+        try:
+            yield name, envs
+        finally:
+            for env in envs.values():
+                env.close()
+
+
+def benchmark(class_names: list[str] | None = None, rounds: int = 5, steps: int = 200) -> None:
+    """Print ms per step of ML45's classes, interleaved in one process: A stock, B the fast paths but the
+    relinked rewards (:mod:`maml.envs.metaworld_rewards`), C all fast paths (the pool's default)."""
+    import time
+
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, 4))
+    variants = {"A": None, "B": {"contacts": True, "rewards": False}, "C": {"contacts": True}}
+    rows = []
+    for name, envs in _benchmark_envs(class_names, **variants):
         best = [math.inf] * 3
         for _ in range(rounds):
-            for k, env in enumerate(envs):
+            for k, env in enumerate(envs.values()):
                 env.reset(seed=0)
                 env_step = env.step
                 start = time.perf_counter()
                 for action in actions:
                     env_step(action)
                 best[k] = min(best[k], (time.perf_counter() - start) / steps * 1e3)
-        for env in envs:
-            env.close()
         rows.append(best)
         a, b, c = best
-        line = f"{name:28s} A {a:.3f}  B {b:.3f}  C {c:.3f} ms   A/B ×{a / b:.2f}  A/C ×{a / c:.2f}"
+        line = f"{name:28s} A {a:.3f}  B {b:.3f}  C {c:.3f} ms   A/C ×{a / c:.2f}  B/C ×{b / c:.2f}"
         print(line, flush=True)
     a, b, c = np.array(rows).T
     print(
         f"mean of {len(rows)} classes: A {a.mean():.3f}  B {b.mean():.3f}  C {c.mean():.3f} ms;"
-        f" A/B ×{a.mean() / b.mean():.2f}  A/C ×{a.mean() / c.mean():.2f}"
-        f" (per class A/C ×{(a / c).min():.2f} … ×{(a / c).max():.2f})"
+        f" A/C ×{a.mean() / c.mean():.2f} (per class ×{(a / c).min():.2f} … ×{(a / c).max():.2f});"
+        f" B/C ×{b.mean() / c.mean():.2f} (per class ×{(b / c).min():.2f} … ×{(b / c).max():.2f})"
     )
 
 
@@ -745,21 +752,12 @@ def benchmark_resets(class_names: list[str] | None = None, rounds: int = 5, rese
     """Print ms per reset of ML45's classes (goal 0, after a first reset: the fast one's hand reset is
     stored), stock against :func:`reset`, best of ``rounds`` rounds of ``resets`` resets."""
     import time
-    import warnings
 
-    from maml.envs import metaworld_tasks
-    from maml.envs.metaworld_pool import make_env
-
-    warnings.simplefilter("ignore")
-    task_set = metaworld_tasks.load_task_set("ml45")
-    tasks = {name: goals[0] for name, goals in (*task_set.train.items(), *task_set.test.items())}
+    variants = {"stock": {"contacts": True, "resets": False}, "fast": {"contacts": True}}
     rows = []
-    for name in class_names or list(tasks):
+    for name, envs in _benchmark_envs(class_names, **variants):
         best = []
-        for fast in (False, True):
-            env = make_env(tasks[name].task)
-            install_fast_paths(env, contacts=True, resets=fast)
-            env.set_task(tasks[name].task)
+        for env in envs.values():
             env.reset(seed=0)
             times = []
             for _ in range(rounds):
@@ -768,7 +766,6 @@ def benchmark_resets(class_names: list[str] | None = None, rounds: int = 5, rese
                     env.reset(seed=0)
                 times.append((time.perf_counter() - start) / resets * 1e3)
             best.append(min(times))
-            env.close()
         rows.append(best)
         ratio = best[0] / best[1]
         print(f"{name:28s} stock {best[0]:6.2f} ms  fast {best[1]:6.3f} ms  ×{ratio:.0f}", flush=True)
