@@ -79,3 +79,19 @@ def adapt_step_key(step: int) -> str:
 
 def run_dir(results: Path, profile: str, experiment: str, seed: int) -> Path:
     return Path(results) / "runs" / profile / experiment / f"seed-{seed}"
+
+
+def cpu_change(starts: list[dict[str, object]]) -> str:
+    """For a run's manifest ``starts``: ``""``, or a note when the latest sitting runs on a CPU model that no
+    earlier sitting ran on (a run resumes bit for bit on the same CPU model only: MKL's products take
+    other code paths on another, README "The numbers depend on the CPU")."""
+    if len(starts) < 2:
+        return ""
+    latest = str(starts[-1].get("cpu", "?"))
+    earlier = sorted({str(s.get("cpu", "?")) for s in starts[:-1]})
+    if latest in earlier:
+        return ""
+    return (
+        f"; on {latest}, where earlier sittings ran on {', '.join(earlier)}: from here the numbers"
+        " differ from a run on one CPU model"
+    )

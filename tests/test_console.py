@@ -173,3 +173,26 @@ def test_a_stop_signal_raises_at_once_where_the_run_is_armed(stop_handlers):
     with pytest.raises(interrupts.RunInterrupted, match="stopped by SIGINT"), interrupts.armed():
         os.kill(os.getpid(), signal.SIGINT)
         pytest.fail("the signal should have raised")
+
+
+def test_a_run_resumed_on_another_cpu_model_says_so(tmp_path, capsys):
+    """Resuming prints the epoch; where the new sitting's CPU model is not one an earlier sitting ran on,
+    the line says that from here the numbers differ from a run on one CPU model (README)."""
+    spec = _spec(tmp_path, TRPO, "smoke", epochs=30)
+    _manifest(spec, 10)
+    console = Console([spec], show_bar=False)
+    starts = [{"from_epoch": 0, "cpu": "Intel Xeon"}, {"from_epoch": 10, "cpu": "AMD EPYC"}]
+    (spec.path / rf.MANIFEST).write_text(json.dumps({"epochs_completed": 10, "starts": starts}))
+    console.poll()
+    resumed = f"resuming {spec.name} from epoch 10 (of 30)"
+    change = "; on AMD EPYC, where earlier sittings ran on Intel Xeon: from here the numbers differ"
+    assert capsys.readouterr().out.startswith(resumed + change)
+
+
+def test_only_a_new_cpu_model_is_a_cpu_change():
+    xeon, epyc = {"cpu": "Intel Xeon"}, {"cpu": "AMD EPYC"}
+    assert rf.cpu_change([]) == rf.cpu_change([xeon]) == rf.cpu_change([xeon, xeon]) == ""
+    assert rf.cpu_change([xeon, epyc, xeon]) == ""  # back on a model an earlier sitting ran on
+    assert rf.cpu_change([xeon, epyc, epyc]) == ""
+    assert "on AMD EPYC, where earlier sittings ran on Intel Xeon:" in rf.cpu_change([xeon, xeon, epyc])
+    assert "ran on ?, Intel Xeon:" in rf.cpu_change([{}, xeon, epyc])  # a start without a CPU recorded

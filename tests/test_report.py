@@ -494,6 +494,22 @@ def test_provenance_lists_commits_and_warns_when_averaged_runs_differ(tmp_path):
     assert prov["warning"] == "runs averaged together differ in commits"
 
 
+def test_provenance_warns_when_runs_span_cpu_models(tmp_path):
+    """One run resumed on another CPU model (or runs on different ones) averaged together: a warning, the
+    hosts column listing both."""
+    folders = write_seeds(tmp_path, HCD, [100.0] * 2, rf.RETURN)
+    for index, folder in enumerate(folders):
+        manifest = json.loads((folder / rf.MANIFEST).read_text())
+        cpus = ["Intel Xeon"] + (["AMD EPYC"] if index else [])
+        manifest |= {"git": {"commit": "a" * 40}, "starts": [{"host": "vm", "cpu": c} for c in cpus]}
+        (folder / rf.MANIFEST).write_text(json.dumps(manifest))
+    (prov,) = tables_for(tmp_path, _flat_reference(100.0), {HCD: (_flat_comparison(),)}).provenance.to_dict(
+        "records"
+    )
+    assert prov["warning"] == "runs averaged together differ in CPU models"
+    assert prov["hosts"] == "vm (Intel Xeon) (1); vm (AMD EPYC), vm (Intel Xeon) (1)"
+
+
 # --- figures and files ----------------------------------------------------------------------------------
 def _data_lines(ax) -> int:
     return sum(len(line.get_xdata()) > 0 for line in ax.get_lines())

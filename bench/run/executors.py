@@ -277,7 +277,8 @@ class Console:
             first = int(starts[-1].get("from_epoch", 0))
             watch.done = watch.reported = first
             if first:
-                self.echo(f"resuming {spec.name} from epoch {first} (of {total})")
+                change = rf.cpu_change(starts)
+                self.echo(f"resuming {spec.name} from epoch {first} (of {total}){change}")
             else:
                 self.echo(f"starting {spec.name} ({total} epochs)")
         path = spec.path / rf.PROGRESS
