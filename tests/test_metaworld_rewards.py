@@ -247,21 +247,48 @@ def test_relinking_rewraps_a_decorated_evaluate_state(ml45, class_name):
     env.close()
 
 
+def stock_calls(env, monkeypatch, steps: int = 30) -> int:
+    """Calls of Meta-World's own ``reward_utils.tolerance`` (the module attribute, which stock code reads at
+    each call) and of the fast one's hand-over to it, over a reset and ``steps`` random steps."""
+    calls = []
+    stock = reward_utils.tolerance
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return stock(*args, **kwargs)
+
+    monkeypatch.setattr(reward_utils, "tolerance", counted)
+    monkeypatch.setattr(metaworld_rewards, "_stock_tolerance", counted)
+    env.reset(seed=0)
+    for action in np.random.default_rng(0).uniform(-1, 1, (steps, 4)):
+        env.step(action)
+    monkeypatch.undo()
+    return len(calls)
+
+
 @pytest.mark.parametrize("class_name", CLASS_NAME_STATICS)
 def test_static_reward_methods_called_through_the_class_name_are_relinked(ml45, class_name, monkeypatch):
     """A class's static reward methods reached as ``Klass._reward_pos(…)`` run the fast helpers too (a
-    proxy under the class's name in the relinked globals): an episode calls stock ``tolerance`` never."""
-    calls = []
-    monkeypatch.setattr(metaworld_rewards, "_stock_tolerance", lambda *a: calls.append(a))
+    proxy under the class's name in the relinked globals): an episode calls Meta-World's ``tolerance``
+    never, where a stock instance calls it at every step."""
     task = first_task(ml45, class_name)
-    env = make_env(task.task)
-    install_fast_paths(env, contacts=True)
-    env.set_task(task.task)
-    env.reset(seed=0)
-    for action in np.random.default_rng(0).uniform(-1, 1, (30, 4)):
-        env.step(action)
-    assert calls == []
-    env.close()
+    stock, fast = make_env(task.task), make_env(task.task)
+    install_fast_paths(fast, contacts=True)
+    for env in (stock, fast):
+        env.set_task(task.task)
+    assert stock_calls(stock, monkeypatch) >= 30
+    assert stock_calls(fast, monkeypatch) == 0
+    stock.close()
+    fast.close()
+
+
+def test_tolerance_defaults_are_metaworlds():
+    """The defaults (exact bounds at 0, no margin, gaussian, 0.1 at the margin) are Meta-World's."""
+    for x in (0.0, 0.3, -0.2):
+        assert tolerance(x) == reward_utils.tolerance(x)
+        assert tolerance(x, margin=0.5) == reward_utils.tolerance(x, margin=0.5)
+        assert tolerance(x, bounds=(0.0, 0.5)) == reward_utils.tolerance(x, bounds=(0.0, 0.5))
+    assert tolerance(0.3) == 0.0 and tolerance(0.0) == 1.0
 
 
 def test_the_class_proxy_answers_everything_else_from_the_class():
