@@ -196,7 +196,12 @@ class _Finder(ast.NodeVisitor):
         return any(scope == s or scope.startswith(s + ".") for s in self.scopes)
 
     def _add(
-        self, line: int, span: tuple[int, int] | None, replacement: str, last_line: int | None = None
+        self,
+        line: int,
+        span: tuple[int, int] | None,
+        replacement: str,
+        last_line: int | None = None,
+        first_line: int | None = None,
     ) -> None:
         if span is None or not self._active():
             return
@@ -206,8 +211,11 @@ class _Finder(ast.NodeVisitor):
         # code that runs at import time (module and class level) is covered by no test's context: the tests
         # that run any line of the file judge it; a default argument, those that run its function's body
         # (``last_line``: an operator whose operand spans lines, e.g. ``if not (`` over a multi-line condition
-        # that the tracer reports on the operand's lines only)
-        cover = self.cover or ((line, last_line or line) if self.in_function else (1, len(self.lines)))
+        # that the tracer reports on the operand's lines only); ``first_line``: an ``and``/``or`` in a chain
+        # that starts on an earlier line (a test whose chain stops at an earlier operand never runs the
+        # operator's line, yet ``a and b or c`` gives it another value)
+        within = (first_line or line, last_line or line)
+        cover = self.cover or (within if self.in_function else (1, len(self.lines)))
         scope = ".".join(self.stack) or "<module>"
         self.found.append((line, span[0], span[1], original, replacement, scope, *cover))
 
@@ -280,7 +288,7 @@ class _Finder(ast.NodeVisitor):
         for left, right in zip(node.values, node.values[1:], strict=False):
             span = self._token_between(self._end(left), self._start(right), original)
             if span is not None:
-                self._add(self._line_of(span[0]), span, replacement)
+                self._add(self._line_of(span[0]), span, replacement, first_line=node.lineno)
         self.generic_visit(node)
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> None:
@@ -596,7 +604,9 @@ def run_mutants(
         before_the_map = last.get("map_time", last.get("judged_at", 0.0)) < map_time
         last_budget = last.get("budget")
         wider = last_budget is not None and (budget is None or last_budget < budget)
-        return before_the_map or wider
+        # judged by the tests of other lines (the tool now picks a wider range for this kind of edit)
+        moved = (last.get("cover_from"), last.get("cover_to")) != (m.cover_from, m.cover_to)
+        return before_the_map or wider or moved
 
     todo = [m for m in all_mutants(only) if pending(m) and all(t in m.key for t in match)]
     todo = todo[shard[0] :: shard[1]][: limit or None]

@@ -75,6 +75,9 @@ def test_each_mutant_is_judged_by_the_tests_of_the_lines_it_changes() -> None:
     assert (found[(8, ">", ">=")].cover_from, found[(8, ">", ">=")].cover_to) == (8, 8)
     # ... a `not` over a multi-line condition: the condition's lines, which the tracer reports
     assert (found[(7, "not", "")].cover_from, found[(7, "not", "")].cover_to) == (7, 10)
+    # ... an `and` in a chain that starts on an earlier line: from the chain's first line (a test whose chain
+    # stops at an earlier operand, False, runs only that operand's line, and `or` would go on)
+    assert (found[(9, "and", "or")].cover_from, found[(9, "and", "or")].cover_to) == (8, 9)
     # a default argument: its function's body (it runs at definition, covered by no test's context)
     assert (found[(5, "2.0", "3.0")].cover_from, found[(5, "2.0", "3.0")].cover_to) == (6, 15)
     # module level: the whole file
