@@ -143,6 +143,7 @@ def provenance_row(runs: list[Run]) -> dict[str, object]:
     """What the runs' manifests record about where and with what they ran (see :attr:`ReportTables
     .provenance`); ``warning`` names what differs between runs that are averaged together."""
     commits, versions, devices, hosts = [], [], [], []
+    cpus: set[str] = set()
     for run in runs:
         git = run.manifest.get("git") or {}
         commit = str(git.get("commit", "unknown"))[:12]
@@ -152,8 +153,8 @@ def provenance_row(runs: list[Run]) -> dict[str, object]:
         starts = run.manifest.get("starts") or [{}]
         devices.append(", ".join(sorted({str(s.get("gpu") or s.get("device", "unknown")) for s in starts})))
         hosts.append(", ".join(sorted({f"{s.get('host', 'unknown')} ({s.get('cpu', '?')})" for s in starts})))
+        cpus.update(str(s.get("cpu", "?")) for s in starts)
     differ = [name for name, v in (("commits", commits), ("versions", versions)) if len(set(v)) > 1]
-    cpus = {str(s.get("cpu", "?")) for run in runs for s in run.manifest.get("starts") or [{}]}
     if len(cpus) > 1:  # MKL's products take other code paths on another CPU model (README)
         differ.append("CPU models")
     times = [str(r.manifest.get(k, "")) for r in runs for k in ("started", "updated") if r.manifest.get(k)]
