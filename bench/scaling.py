@@ -20,6 +20,15 @@ step's calls (latency of the round trip) and ``b`` the driver's CPU per remote c
 adds up over the actors because one driver core makes every call. Terms are added, not overlapped: an
 upper bound where the first actors start their work while the driver still submits calls to the others.
 
+With the policy on the actors (``Measured.rollouts``, :mod:`maml.rollouts`, the pools' default), a wave is
+one call per busy actor, each running its ``k_w`` episodes for ``H`` steps with its own policy calls::
+
+    wave = r(n) + a + b·A_w + max_w (H·(d(k_w) + Σ_{episodes e on actor w} s·c(class(e))) + k_w·reset)
+
+the driver's per-step work ``d`` now done by each actor on its own ``k_w`` rows (the same code,
+:func:`maml.rollouts.roll_out`). Not modelled: the driver pickling each actor's parameter rows once per
+wave (≤ 58 KB per task row of the (100, 100) policy: ML45 on 63 actors, ≤ ~120 MB per post-update wave).
+
 An epoch (Meta-World ``full`` profile, :mod:`bench.run.experiments`) is ``num_grad_updates + 1`` training
 rounds (``meta_batch_size`` tasks × ``episodes_per_task`` × ``max_episode_length`` steps), the outer step on
 the driver, and the meta-test (:func:`bench.run.trainer.meta_test_env_steps`: ``adapt_steps + 1`` rounds of
@@ -79,7 +88,7 @@ class Measured:
     """One episode's reset on its actor (``set_task``, seed, ``reset``)."""
     shared_driver_step_ms: Points | None = None
     """``d(n)`` in a round whose tasks all run the same parameters (the pre-update round and the meta-test's
-    first): the sampler hands the policy views of one copy (:func:`maml.wave_sampler._rows`) instead of a
+    first): the sampler hands the policy views of one copy (:func:`maml.rollouts.episode_rows`) instead of a
     copy per episode; None: ``driver_step_ms``."""
     env_slowdown: float = 1.0
     """``s``: actual ms per step over ``step_ms``."""
@@ -92,6 +101,10 @@ class Measured:
     outer_reference_threads: int = 2
     """The threads ``outer_step_s_per_sample`` was measured with (a CPU driver with ``k`` threads takes
     ``reference / k`` times as long; a GPU: give the GPU's rate and the same threads)."""
+    rollouts: bool = False
+    """The policy on the actors (:mod:`maml.rollouts`, the pools' default): per wave, one call per actor,
+    each actor running :func:`maml.rollouts.roll_out` on its ``k`` episodes, the driver's per-step work
+    ``d(k)`` now on the actor (the same code; module docstring). False: the policy on the driver."""
 
     def cost_ms(self, group: Hashable) -> float:
         """``s·c(group)``: ms per step of an episode of ``group`` (unknown classes: the median)."""
@@ -215,6 +228,23 @@ def wave_step_ms(
     return interpolate(driver, n) + measured.call_fixed_ms + measured.call_per_actor_ms * len(per_actor) + env
 
 
+def rollout_wave_ms(
+    per_actor: Mapping[int, Sequence[Hashable]], horizon: int, measured: Measured, shared: bool = False
+) -> float:
+    """One wave with the policy on the actors: ``r(n) + a + b·A_w + max_w (H·(d(k_w) + Σ s·c) + k_w·reset)``,
+    ``k_w`` the episodes of actor ``w``."""
+    n = sum(map(len, per_actor.values()))
+    step = measured.driver_step_ms
+    if shared and measured.shared_driver_step_ms is not None:
+        step = measured.shared_driver_step_ms
+    actor = max(
+        horizon * (interpolate(step, len(e)) + sum(map(measured.cost_ms, e))) + measured.reset_ms * len(e)
+        for e in per_actor.values()
+    )
+    calls = measured.call_fixed_ms + measured.call_per_actor_ms * len(per_actor)
+    return interpolate(measured.driver_wave_ms, n) + calls + actor
+
+
 def round_seconds(
     groups: Sequence[Hashable],
     episodes_per_task: int,
@@ -232,6 +262,9 @@ def round_seconds(
         return 0.0
     total_ms = 0.0
     for per_actor in waves(groups, episodes_per_task, actors, measured, max_instances_per_worker):
+        if measured.rollouts:
+            total_ms += rollout_wave_ms(per_actor, horizon, measured, shared)
+            continue
         n = sum(map(len, per_actor.values()))
         calls = measured.call_fixed_ms + measured.call_per_actor_ms * len(per_actor)
         resets = measured.reset_ms * max(map(len, per_actor.values()))
@@ -440,8 +473,10 @@ def shared_policy(measured: Measured) -> Measured:
 
 def benchmark_steps_per_second(config: str, measured: Measured) -> float:
     """The model's steps/s for a configuration of ``test_sampler_steps_per_s`` (``"ray_1"``, ``"ray_2"``,
-    ``"local_1"``; the local pool's in-process worker makes no call: ``a = b = 0``)."""
-    pool, workers = config.split("_")
+    ``"local_1"``, each with the policy on the driver, or with ``_rollout``: on the workers; the local
+    pool's in-process worker makes no call: ``a = b = 0``)."""
+    pool, workers, *mode = config.split("_")
+    measured = replace(measured, rollouts=mode == ["rollout"])
     if pool == "local":
         if workers != "1":
             raise ValueError("the model covers the local pool's in-process worker only")
@@ -531,7 +566,7 @@ def main(path: Path = BENCHMARK_JSON) -> None:
     print(f"  d(n) {m.driver_step_ms}\n  r(n) {m.driver_wave_ms}")
     print("check (steps/s, model with the parameters as measured / measured best round):")
     for config, steps in calibration.measured_steps_per_s.items():
-        if config == "local_2":
+        if config.startswith("local_2"):
             continue
         model = benchmark_steps_per_second(config, m)
         print(f"  {config:8} model {model:7.0f}  measured {steps:7.0f}  ratio {model / steps:.2f}")

@@ -23,11 +23,19 @@ results/bench/README.md), and ML1 push's 20 tasks × 10 episodes run as 3 waves 
 per worker), not 100 waves of 2. Slots are placed so that a group's slots spread evenly over the workers and
 each worker's sum of step costs (Meta-World classes differ by 3×) is as even as a greedy placement makes it.
 
-Seeding and float results do not depend on the waves: episode ``e`` of the task keyed ``k`` takes its reset
-seed and its action noise from ``episode_seed(seed, epoch, round, k, e, stream)`` exactly as
-:mod:`maml.sampler` does, and each running episode is its own row of the policy call, with its task's
-parameters (``[n, ...]`` per-episode parameters, observations ``[n, 1, obs]``): a batched product computes
-each row alone, so the same episode gives the same bits on 1 worker or 16, in whichever wave it runs.
+Who calls the policy (``policy_on_workers``): by default each worker of a :class:`RolloutEnv` (both
+Meta-World pools) runs its episodes of a wave with the policy itself (:mod:`maml.rollouts`), so a wave costs
+one message each way per worker and the policy calls run in parallel on the workers; ``False`` keeps the
+policy in this process, one call per wave step for the whole wave, the actions sent to the workers at
+every step (the oracle of the tests, and the path for a policy function that cannot be pickled). Measured
+on ML10, ML1 push and ML45: results/bench/README.md ("The policy on the workers").
+
+Seeding and float results do not depend on the waves nor on who calls the policy: episode ``e`` of the
+task keyed ``k`` takes its reset seed and its action noise from ``episode_seed(seed, epoch, round, k, e,
+stream)`` exactly as :mod:`maml.sampler` does, and each running episode is its own row of the policy call,
+with its task's parameters (``[n, ...]`` per-episode parameters, observations ``[n, 1, obs]``): a batched
+product computes each row alone, so the same episode gives the same bits on 1 worker or 16, in whichever
+wave it runs.
 """
 
 from __future__ import annotations
@@ -44,11 +52,11 @@ from torch import Tensor
 
 from maml import policy
 from maml.policy import Params
+from maml.rollouts import Rollout, WavePolicy, episode_rows, roll_out
 from maml.sampler import (
     ACTION_STREAM,
     ENV_STREAM,
     EpisodeStats,
-    _check_array,
     _reduce,
     _standard_normal,
     _task_params,
@@ -123,6 +131,24 @@ class WaveEnv(Protocol[TaskT_contra]):
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], Mapping[str, NDArray[np.float64]]]:
         """Actions ``[n, act]`` of the last reset's episodes → ``(obs [n, obs], rewards [n], infos)``, with
         ``infos`` ``{name: [n]}``."""
+        ...
+
+
+@runtime_checkable
+class RolloutEnv(WaveEnv[TaskT_contra], Protocol[TaskT_contra]):
+    """A :class:`WaveEnv` whose workers can also run their episodes of a wave with the policy themselves."""
+
+    def rollout(
+        self,
+        workers: Sequence[int],
+        tasks: Sequence[TaskT_contra],
+        seeds: Sequence[np.random.SeedSequence],
+        wave_policy: WavePolicy,
+    ) -> Rollout:
+        """Run episode ``i`` (as :meth:`reset` starts it) for ``H`` steps on worker ``workers[i]`` with
+        ``wave_policy`` (each worker its episodes' :meth:`~maml.rollouts.WavePolicy.select`, through
+        :meth:`~maml.rollouts.WavePolicy.run`) → the wave's :class:`~maml.rollouts.Rollout` in call order.
+        Must give the bits :meth:`reset` and :meth:`step` driven by :func:`~maml.rollouts.roll_out` give."""
         ...
 
 
@@ -206,18 +232,6 @@ def plan_waves(
     return waves
 
 
-def _rows(param: Tensor, tasks: Tensor) -> Tensor:
-    """The parameters of each running episode's task, ``[n, ...]``: for parameters shared by every task (a
-    :func:`maml.policy.broadcast` view, stride 0 along tasks: the pre-update round) a view of the one copy,
-    else a copy of the rows. The policy's batched products read a view's rows as they read copies of them,
-    so the episodes are the same bits either way (tests/test_sampling_contracts.py); a view saves the copy
-    and reads the weights once per wave step from cache (ML45, 2,025 episodes at once: 1.9 ms against
-    10.5 ms for the policy call, and no 39 ms copy per wave; 96 episodes: 0.10 against 0.25 ms)."""
-    if param.dim() > 0 and param.stride(0) == 0:
-        return param.narrow(0, 0, 1).expand(len(tasks), *param.shape[1:])
-    return param.index_select(0, tasks)
-
-
 def sample_in_waves(
     env: WaveEnv[TaskT],
     params: Params,
@@ -234,6 +248,7 @@ def sample_in_waves(
     mean_action_fn: Callable[[Params, Tensor], Tensor] = policy.mean_action,
     policy_threads: int = 1,
     max_instances_per_worker: int = MAX_INSTANCES_PER_WORKER,
+    policy_on_workers: bool | None = None,
 ) -> tuple[Episodes, EpisodeStats]:
     """Collect ``episodes_per_task`` episodes of ``max_episode_length`` steps for each of ``T`` tasks.
 
@@ -252,6 +267,10 @@ def sample_in_waves(
         policy_threads: torch's intra-op threads while sampling (restored afterwards); see
             :func:`maml.sampler.sample_episodes`.
         max_instances_per_worker: the cap of :func:`assign_slots` (the episodes do not depend on it).
+        policy_on_workers: each worker runs its episodes of a wave with the policy itself (one message per
+            wave and worker, :mod:`maml.rollouts`; ``mean_action_fn`` must then pickle, e.g. a module-level
+            function) rather than this process calling the policy at every step and sending the actions;
+            default: when ``env`` is a :class:`RolloutEnv`. The episodes do not depend on it.
 
     Returns:
         ``Episodes`` with ``[T, E, H, ...]`` tensors (``actions`` as the policy emitted them, before the env's
@@ -288,45 +307,37 @@ def sample_in_waves(
     means = torch.empty_like(actions)
     rewards = np.empty((num_tasks, num_episodes, horizon))
     infos = {name: np.empty((num_tasks, num_episodes, horizon)) for name in reductions}
+    on_workers = isinstance(env, RolloutEnv) if policy_on_workers is None else policy_on_workers
+    if on_workers and not isinstance(env, RolloutEnv):
+        raise ValueError(f"policy_on_workers=True needs a RolloutEnv; {type(env).__name__} has no rollout")
 
     with torch.no_grad(), _torch_threads(policy_threads):
         for wave in waves:
             t_idx = torch.tensor([t for t, _, _ in wave])
             e_idx = torch.tensor([e for _, e, _ in wave])
             t_np, e_np = t_idx.numpy(), e_idx.numpy()
-            num_running = len(wave)
-            wave_params = {name: _rows(p, t_idx) for name, p in cpu_params.items()}
             wave_std = std.index_select(0, t_idx)
             wave_noise = noise_t[t_idx, e_idx]  # [n, H, act]
-            obs = env.reset(
-                [w for _, _, w in wave],
-                [tasks[t] for t, _, _ in wave],
-                [env_seeds[t * num_episodes + e] for t, e, _ in wave],
-            )
-            for step in range(horizon):
-                _check_array("observations", obs, (num_running, obs_dim))
-                obs_t = torch.from_numpy(obs).to(dtype)
-                mean = mean_action_fn(wave_params, obs_t.unsqueeze(1))
-                if mean.shape != (num_running, 1, act_dim):
-                    expected = (num_running, 1, act_dim)
-                    raise ValueError(
-                        f"mean_action_fn returned shape {tuple(mean.shape)}, expected {expected}"
-                    )
-                mean = mean[:, 0]
-                action = mean + wave_std * wave_noise[:, step]
-                observations[t_idx, e_idx, step] = obs_t
-                means[t_idx, e_idx, step] = mean
-                actions[t_idx, e_idx, step] = action
-                obs, reward, step_infos = env.step(action.numpy())
-                _check_array("rewards", reward, (num_running,))
-                if step_infos.keys() != reductions.keys():
-                    raise ValueError(
-                        f"env returned infos {sorted(step_infos)} but declares {sorted(reductions)} "
-                        "in info_reductions"
-                    )
-                rewards[t_np, e_np, step] = reward
-                for name, value in step_infos.items():
-                    infos[name][t_np, e_np, step] = value
+            workers = [w for _, _, w in wave]
+            wave_tasks = [tasks[t] for t, _, _ in wave]
+            wave_seeds = [env_seeds[t * num_episodes + e] for t, e, _ in wave]
+            if on_workers:
+                wave_policy = WavePolicy.of_wave(
+                    cpu_params, t_idx, wave_std, wave_noise, mean_action_fn, policy_threads
+                )
+                rolled = env.rollout(workers, wave_tasks, wave_seeds, wave_policy)
+            else:
+                wave_params = {name: episode_rows(p, t_idx) for name, p in cpu_params.items()}
+                obs = env.reset(workers, wave_tasks, wave_seeds)
+                rolled = roll_out(
+                    obs, env.step, wave_params, wave_std, wave_noise, mean_action_fn, [*reductions], obs_dim
+                )
+            observations[t_idx, e_idx] = torch.from_numpy(rolled.observations)
+            means[t_idx, e_idx] = torch.from_numpy(rolled.means)
+            actions[t_idx, e_idx] = torch.from_numpy(rolled.actions)
+            rewards[t_np, e_np] = rolled.rewards
+            for name in reductions:
+                infos[name][t_np, e_np] = rolled.infos[name]
         log_probs = policy.log_prob(
             means.view(num_tasks, -1, act_dim), log_std, actions.view(num_tasks, -1, act_dim)
         ).view(num_tasks, num_episodes, horizon)

@@ -39,6 +39,7 @@ from bench.run.families import MetaWorldFamily, make_family
 from bench.run.trainer import RunSpec, Trainer
 from maml import cache, policy
 from maml.envs import metaworld_tasks as mwt
+from maml.envs.errors import NonFiniteActionError
 from maml.envs.metaworld_fast import install_fast_paths
 from maml.envs.metaworld_pool import (
     ACT_DIM,
@@ -573,7 +574,7 @@ def test_ml1_several_instances_per_worker_same_episodes_in_fewer_waves(ml1, pool
 
         episodes, stats = sample_in_waves(
             pool, params, tasks, episodes_per_task=4, max_episode_length=horizon, seed=SEED, epoch=1,
-            mean_action_fn=counted, max_instances_per_worker=cap,
+            mean_action_fn=counted, max_instances_per_worker=cap, policy_on_workers=False,
         )  # fmt: skip
         return episodes, stats, calls
 
@@ -756,7 +757,7 @@ def test_scripted_push_succeeds_with_exact_counts(ml1, pool2):
     episodes_before, steps_before = sum(pool2.episodes.values()), sum(pool2.env_steps.values())
     episodes, stats = sample_in_waves(
         pool2, params, tasks, episodes_per_task=2, max_episode_length=100, seed=SEED,
-        mean_action_fn=partial(scripted_push, calls=calls),
+        mean_action_fn=partial(scripted_push, calls=calls), policy_on_workers=False,
     )  # fmt: skip
     assert stats.env_infos["success"].mean() >= 0.8
     assert sum(pool2.episodes.values()) - episodes_before == 10
@@ -800,6 +801,119 @@ def test_meta_test_protocol_with_scripted_push(ml1, pool2, monkeypatch, tmp_path
     assert row[rf.adapt_step_key(0)] == row[rf.TEST_PRE_RETURN]
 
 
+# --- the policy on the workers (maml.rollouts) -----------------------------------------------------------
+def slow_mean_action(params: policy.Params, obs: torch.Tensor) -> torch.Tensor:
+    """The policy, 20 ms a call: a rollout long enough to be interrupted (module level: it pickles)."""
+    time.sleep(0.02)
+    return policy.mean_action(params, obs)
+
+
+_policy_calls: Counter[str] = Counter()
+"""Calls of :func:`mean_action_then_die_once` in this process, per marker."""
+
+
+def mean_action_then_die_once(params: policy.Params, obs: torch.Tensor, marker: str, at_call: int):
+    """The policy, except that the first process (of all that run it with this ``marker`` file) to make its
+    ``at_call``-th call kills itself there (SIGKILL): a worker dying mid-rollout, once."""
+    _policy_calls[marker] += 1
+    if _policy_calls[marker] == at_call:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            pass
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return policy.mean_action(params, obs)
+
+
+def assert_same_episodes(a, b) -> None:
+    (episodes, stats), (other, other_stats) = a, b
+    for f in fields(episodes):
+        if getattr(episodes, f.name) is not None:
+            assert torch.equal(getattr(other, f.name), getattr(episodes, f.name)), f.name
+    np.testing.assert_array_equal(other_stats.returns, stats.returns)
+    np.testing.assert_array_equal(other_stats.env_infos["success"], stats.env_infos["success"])
+
+
+def test_policy_on_the_workers_gives_the_bits_of_the_policy_stepped_here(
+    ml1, ml10, pool1, pool2, pool2_in_process
+):
+    """Each worker calling the policy on its own episodes (one message per wave) gives the episodes, bit for
+    bit, of this process calling it on the whole wave at every step: for per-task parameters and for one θ
+    shared by every task (a stride-0 view on both sides), garage's (100, 100) policy, several classes
+    (ML10) and several instances of one class per worker in several waves (ML1), on 1 and 2 workers, in or
+    out of process. The pool's counters advance alike."""
+    theta = policy.init_params(OBS_DIM, ACT_DIM, (100, 100), torch.Generator().manual_seed(5))
+    push = mwt.sample_train_tasks(ml1, np.random.default_rng(2), 3)
+    cases = [
+        (mixed_ml10_tasks(ml10), random_params(4), {}),
+        (mixed_ml10_tasks(ml10), policy.broadcast(theta, 4), {}),
+        (push, random_params(3, seed=1), {"max_instances_per_worker": 2}),  # 3 waves on 2 workers
+        (push, policy.broadcast(theta, 3), {"max_instances_per_worker": 2}),
+    ]
+    for tasks, params, extra in cases:
+        kwargs = dict(episodes_per_task=4, max_episode_length=12, seed=SEED, epoch=3, **extra)
+        here = sample_in_waves(pool2, params, tasks, policy_on_workers=False, **kwargs)
+        for pool in (pool1, pool2, pool2_in_process):
+            episodes, steps = sum(pool.episodes.values()), sum(pool.env_steps.values())
+            assert_same_episodes(here, sample_in_waves(pool, params, tasks, **kwargs))
+            assert sum(pool.episodes.values()) - episodes == len(tasks) * 4
+            assert sum(pool.env_steps.values()) - steps == len(tasks) * 4 * 12
+
+
+def test_a_policy_that_cannot_travel_to_the_workers_is_refused_before_any_is_sent(ml1, pool2):
+    tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 2)
+    episodes_before = sum(pool2.episodes.values())
+    with pytest.raises(ValueError, match=r"cannot be sent to the workers .*policy_on_workers=False"):
+        sample_in_waves(
+            pool2, random_params(2), tasks, episodes_per_task=1, max_episode_length=5, seed=0,
+            mean_action_fn=lambda params, obs: policy.mean_action(params, obs),
+        )  # fmt: skip
+    assert not pool2.closed and sum(pool2.episodes.values()) == episodes_before
+    sample_in_waves(pool2, random_params(2), tasks, episodes_per_task=1, max_episode_length=5, seed=0)
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_non_finite_actions_on_the_workers_stop_the_sampling_and_the_pool_goes_on(ml1, in_process):
+    """A diverged policy (NaN parameters) raises ``NonFiniteActionError`` as the per-step path does (the
+    trainer reports it as a non-finite epoch); every worker answers first, so the pool stays usable."""
+    tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 2)
+    broken = random_params(2)
+    broken["w0"][1, 0, 0] = float("nan")  # task 1's episodes only: one worker fails, the other completes
+    with MetaWorldPool(2, in_process_worker=in_process) as pool:
+        for on_workers in (True, False):
+            with pytest.raises(NonFiniteActionError):
+                sample_in_waves(
+                    pool, broken, tasks, episodes_per_task=2, max_episode_length=5, seed=0,
+                    policy_on_workers=on_workers,
+                )  # fmt: skip
+            assert not pool.closed
+        good = sample_in_waves(
+            pool, random_params(2), tasks, episodes_per_task=2, max_episode_length=5, seed=0
+        )
+        assert torch.isfinite(good[0].observations).all()
+
+
+def test_a_worker_killed_during_its_rollout_is_reported_and_the_pool_stops(ml1):
+    tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 2)
+    pool = MetaWorldPool(2, in_process_worker=False)
+    pids = pool.pids
+    killer = threading.Timer(1.0, os.kill, (pids[1], signal.SIGKILL))  # 100 steps × 20 ms: mid-rollout
+    running = ", ".join(f"push-v3 train goal {t.goal}" for t in tasks)
+    killer.start()
+    try:
+        with pytest.raises(
+            WorkerError, match=rf"worker 1 \(pid {pids[1]}\) killed by SIGKILL while running {running}$"
+        ):
+            sample_in_waves(
+                pool, random_params(2), tasks, episodes_per_task=2, max_episode_length=100, seed=0,
+                mean_action_fn=slow_mean_action,
+            )  # fmt: skip
+    finally:
+        killer.cancel()
+    assert pool.closed and not any(alive(pid) for pid in pids)
+
+
 # --- failures and shutdown --------------------------------------------------------------------------------
 def test_crashed_worker_is_reported_and_the_pool_stops(ml1):
     tasks = mwt.sample_train_tasks(ml1, np.random.default_rng(0), 2)
@@ -824,6 +938,7 @@ def test_crashed_worker_is_reported_and_the_pool_stops(ml1):
             max_episode_length=20,
             seed=0,
             mean_action_fn=kill_worker_1,
+            policy_on_workers=False,
         )
     assert pool.closed and not any(alive(pid) for pid in pids)
     with pytest.raises(RuntimeError, match="pool is closed"):

@@ -13,14 +13,16 @@ import subprocess
 import sys
 import time
 from dataclasses import fields, replace
+from functools import partial
 
 import metaworld
 import numpy as np
 import pandas as pd
 import pytest
 import ray
+import test_metaworld
 import torch
-from test_metaworld import REPO, alive, mixed_ml10_tasks, random_params, wait_dead
+from test_metaworld import REPO, alive, mean_action_then_die_once, mixed_ml10_tasks, random_params, wait_dead
 
 from bench import run_format as rf
 from bench.cli import main
@@ -30,7 +32,7 @@ from maml import policy
 from maml.envs import metaworld_tasks as mwt
 from maml.envs.metaworld_pool import MetaWorldPool, WorkerError
 from maml.envs.ray_pool import RayMetaWorldPool
-from maml.wave_sampler import WaveEnv, sample_in_waves
+from maml.wave_sampler import RolloutEnv, sample_in_waves
 
 KWARGS = {"episodes_per_task": 2, "max_episode_length": 20, "seed": 5, "epoch": 1}
 
@@ -72,14 +74,19 @@ def assert_same(run, local_run) -> None:
 
 @pytest.mark.parametrize("num_actors", [1, 2])
 def test_actors_give_the_local_pools_episodes_bit_for_bit(ray_instance, local_run, num_actors):
+    """With the policy on the actors (one call per actor and wave, the default) or here (one call per actor
+    and step)."""
     tasks, params, _, _ = local_run
     with RayMetaWorldPool(num_actors) as pool:
-        assert isinstance(pool, WaveEnv) and pool.num_workers == num_actors
+        assert isinstance(pool, RolloutEnv) and pool.num_workers == num_actors
         assert len(set(pool.pids)) == num_actors and os.getpid() not in pool.pids
         assert pool.step_cost("push-v3") == MetaWorldPool.step_cost("push-v3")
         assert dict(pool.info_reductions) == {"success": "max"} and pool.max_episode_length == 500
-        assert_same(sample_in_waves(pool, params, tasks, **KWARGS), local_run)
-        assert sum(pool.env_steps.values()) == len(tasks) * 2 * 20 and pool.replacements == 0
+        for on_workers in (True, False):
+            assert_same(
+                sample_in_waves(pool, params, tasks, policy_on_workers=on_workers, **KWARGS), local_run
+            )
+        assert sum(pool.env_steps.values()) == 2 * len(tasks) * 2 * 20 and pool.replacements == 0
         pids = pool.pids
     assert pool.closed and wait_dead(pids)
     with pytest.raises(RuntimeError, match="pool is closed"):
@@ -99,7 +106,8 @@ def test_a_killed_actor_is_replaced_and_its_episodes_rerun_bit_for_bit(ray_insta
                 os.kill(first[1], signal.SIGKILL)
             return policy.mean_action(p, obs)
 
-        assert_same(sample_in_waves(pool, params, tasks, mean_action_fn=kill_actor_1, **KWARGS), local_run)
+        here = {"mean_action_fn": kill_actor_1, "policy_on_workers": False}
+        assert_same(sample_in_waves(pool, params, tasks, **here, **KWARGS), local_run)
         assert pool.replacements == 1 and pool.pids[0] == first[0] and pool.pids[1] != first[1]
         assert not alive(first[1])
         # an actor that died while idle: the next reset goes to its replacement
@@ -108,6 +116,25 @@ def test_a_killed_actor_is_replaced_and_its_episodes_rerun_bit_for_bit(ray_insta
         assert wait_dead([second[0]])
         assert_same(sample_in_waves(pool, params, tasks, **KWARGS), local_run)
         assert pool.replacements == 2 and pool.pids[1] == second[1] and pool.pids[0] != second[0]
+
+
+def test_an_actor_killed_during_its_rollout_is_replaced_and_runs_it_again_bit_for_bit(
+    ray_instance, local_run, tmp_path
+):
+    """The first actor to reach its 6th policy call of the wave kills itself (SIGKILL, mid-rollout); its
+    replacement runs the same episodes again from their reset seeds: the same bits, one replacement."""
+    tasks, params, _, _ = local_run
+    # the actors cannot import this test module: Ray's cloudpickle sends its functions by value instead
+    ray.cloudpickle.register_pickle_by_value(test_metaworld)
+    try:
+        with RayMetaWorldPool(2, max_retries=1) as pool:
+            first = set(pool.pids)
+            suicide = partial(mean_action_then_die_once, marker=str(tmp_path / "died"), at_call=6)
+            assert_same(sample_in_waves(pool, params, tasks, mean_action_fn=suicide, **KWARGS), local_run)
+            assert (tmp_path / "died").exists() and pool.replacements == 1
+            assert len(first & set(pool.pids)) == 1, "one actor replaced, the other kept"
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(test_metaworld)
 
 
 def test_an_actor_that_keeps_dying_or_raises_stops_the_pool(ray_instance, ml1):

@@ -61,6 +61,19 @@ def test_one_actor_is_the_serial_sum_of_the_step_costs_plus_the_overheads():
 ML45_LIKE = tuple(g for g in STEP_COST_MS if g not in ("bin-picking-v3", "box-close-v3", "hand-insert-v3"))
 
 
+def test_with_the_policy_on_the_actors_each_actor_runs_its_wave_in_one_call():
+    # three classes on three actors, one call each per wave: the slowest actor's H steps of d(1) + c, a reset
+    rolled = replace(TOY, rollouts=True, driver_step_ms=((1, 0.1), (3, 0.3)))
+    expected = 2.0 + (0.5 + 3 * 0.25) + 10 * (0.1 + 4.0) + 1.0
+    assert scaling.round_seconds(("a", "b", "c"), 1, 10, 3, rolled) == pytest.approx(expected / 1e3)
+    # one actor: d at its 3 episodes, every step's env costs summed, 3 resets, the calls once
+    expected = 2.0 + 0.75 + 10 * (0.3 + 7.0) + 3 * 1.0
+    assert scaling.round_seconds(("a", "b", "c"), 1, 10, 1, rolled) == pytest.approx(expected / 1e3)
+    assert scaling.benchmark_steps_per_second("ray_2_rollout", TOY) > scaling.benchmark_steps_per_second(
+        "ray_2", TOY
+    )
+
+
 def nonincreasing(values: list[float]) -> bool:
     return all(b <= a * (1 + 1e-9) for a, b in itertools.pairwise(values))
 

@@ -9,7 +9,10 @@ env, measured in the same rounds (so the ratio compares like with like on a nois
 - gymnasium: ``gym.make_vec("Meta-World/ML10-train", vector_strategy="sync", meta_batch_size=NUM_TASKS)``
   (``ML1-train`` with ``env_name="push-v3"``, ``ML45-train``), the same number of environments (one per
   task) and episodes, with one batched policy call per step (the way a gymnasium user samples a meta-batch;
-  ``sample_tasks`` is called, untimed, before each timed reset).
+  ``sample_tasks`` is called, untimed, before each timed reset);
+- policy here (``policy_here_steps_per_s``, ``speedup_vs_policy_here``): ours with
+  ``policy_on_workers=False``, this process calling the policy on the whole wave at every step and sending
+  the workers their actions (the path before :mod:`maml.rollouts`; ours runs the policy on each worker).
 
 Both time one reset and ``HORIZON`` steps per episode, policy included, and the same policy ((100, 100)
 tanh, garage's Meta-World examples). The physics bound (``physics_bound_steps_per_s``,
@@ -157,20 +160,24 @@ def measure(benchmark, batch, in_process_worker: bool) -> None:
     pool = MetaWorldPool(num_workers, in_process_worker=in_process_worker)
     groups = [pool.group_of(task) for task in tasks]
     slots = assign_slots(groups, num_workers, pool.step_cost)
-    seconds: dict[str, list[float]] = {"ours": [], "gymnasium": []}
+    seconds: dict[str, list[float]] = {"ours": [], "gymnasium": [], "policy_here": []}
     rounds = iter(range(1000))
 
-    def ours() -> None:
+    def sample(name: str, policy_on_workers: bool) -> None:
         start = time.perf_counter()
-        epoch = next(rounds)
         sample_in_waves(
-            pool, params, tasks, episodes_per_task=1, max_episode_length=HORIZON, seed=SEED, epoch=epoch
-        )
-        seconds["ours"].append(time.perf_counter() - start)
+            pool, params, tasks, episodes_per_task=1, max_episode_length=HORIZON, seed=SEED,
+            epoch=next(rounds), policy_on_workers=policy_on_workers,
+        )  # fmt: skip
+        seconds[name].append(time.perf_counter() - start)
+
+    def ours() -> None:
+        sample("ours", policy_on_workers=True)
 
     def reference() -> None:
-        # pedantic calls this, untimed, before every round: the reference interleaves with ours
+        # pedantic calls this, untimed, before every round: the references interleave with ours
         seconds["gymnasium"].append(gymnasium_steps(venv, params))
+        sample("policy_here", policy_on_workers=False)
 
     try:
         benchmark.pedantic(ours, setup=reference, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
@@ -194,6 +201,8 @@ def measure(benchmark, batch, in_process_worker: bool) -> None:
             "steps_per_s": round(best["ours"]),
             "gymnasium_sync_steps_per_s": round(best["gymnasium"]),
             "speedup_vs_gymnasium": round(best["ours"] / best["gymnasium"], 2),
+            "policy_here_steps_per_s": round(best["policy_here"]),
+            "speedup_vs_policy_here": round(best["ours"] / best["policy_here"], 2),
             "ms_per_step": round(1e3 / best["ours"], 3),
             "gymnasium_ms_per_step": round(1e3 / best["gymnasium"], 3),
             "median_steps_per_s": {name: round(v) for name, v in median.items()},

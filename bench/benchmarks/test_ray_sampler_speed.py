@@ -18,7 +18,10 @@ Design:
   that rest over the wave steps. The local pool's worker 0 runs in the driver and is timed the same way
   (its ``_Runner`` methods wrapped); its spawned worker 1 is not, so for "local, 2 workers" only steps/s
   and wall time per wave step are given (``ray_minus_local_ms_per_wave_step`` compares like with like: the
-  same episodes and waves on 2 workers).
+  same episodes and waves on 2 workers). Each round also runs every pool with the policy on the workers
+  (``policy_on_workers=True``, :mod:`maml.rollouts`, the default elsewhere; the timed rounds above pass
+  ``False``): ``<pool>_rollout`` gives its steps/s (wall time only: the work happens inside one call per
+  worker) and ``speedup_vs_policy_on_driver``; its episodes are asserted equal too.
 - **Call overhead** (``test_ray_call_overhead``): 1 or 40 reach-v3 episodes per worker (0.28 or ~11 ms of
   physics per step), ``pool.step`` called directly ``CALL_STEPS`` times with fixed actions, no policy: per
   wave step, wall minus the slowest actor's step work (median and 10th percentile over steps; the median is
@@ -226,6 +229,7 @@ def test_sampler_steps_per_s(benchmark, ray_instance, ml45_batch) -> None:
         for kind, workers in CONFIGS:
             pools[kind, workers] = make_pool(kind, workers)
         rounds: dict[tuple[str, int], list[dict[str, float]]] = {key: [] for key in pools}
+        rollout_walls: dict[tuple[str, int], list[float]] = {key: [] for key in pools}
         reference: dict[int, Any] = {}
         counter = iter(range(1000))
 
@@ -237,7 +241,7 @@ def test_sampler_steps_per_s(benchmark, ray_instance, ml45_batch) -> None:
                 start, cpu = time.perf_counter(), time.process_time()
                 episodes, stats = sample_in_waves(
                     pool, params, tasks, episodes_per_task=EPISODES, max_episode_length=HORIZON,
-                    seed=SEED, epoch=epoch, mean_action_fn=timed_policy,
+                    seed=SEED, epoch=epoch, mean_action_fn=timed_policy, policy_on_workers=False,
                 )  # fmt: skip
                 wall, cpu = time.perf_counter() - start, time.process_time() - cpu
                 times = pool.take_times()
@@ -251,6 +255,13 @@ def test_sampler_steps_per_s(benchmark, ray_instance, ml45_batch) -> None:
                     reference[epoch] = (episodes, stats)
                 else:
                     assert_same((episodes, stats), reference[epoch], key)
+                start = time.perf_counter()  # the same round with the policy on the workers
+                rolled = sample_in_waves(
+                    pool, params, tasks, episodes_per_task=EPISODES, max_episode_length=HORIZON,
+                    seed=SEED, epoch=epoch, policy_on_workers=True,
+                )  # fmt: skip
+                rollout_walls[key].append(time.perf_counter() - start)
+                assert_same(rolled, reference[epoch], (*key, "rollout"))
 
         benchmark.pedantic(one_round, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
     finally:
@@ -296,6 +307,15 @@ def test_sampler_steps_per_s(benchmark, ray_instance, ml45_batch) -> None:
                 "env_steps_per_s_per_busy_worker": round(steps / best["busy"]),
             }
         info[f"{kind}_{workers}"] = row
+        best_rollout = min(rollout_walls[kind, workers][-ROUNDS:])
+        info[f"{kind}_{workers}_rollout"] = {
+            "workers": workers,
+            "waves": len(waves),
+            "steps_per_s": round(steps / best_rollout),
+            "median_steps_per_s": round(steps / statistics.median(rollout_walls[kind, workers][-ROUNDS:])),
+            "ms_per_wave_step": round(1e3 * best_rollout / wave_steps, 3),
+            "speedup_vs_policy_on_driver": round(best["wall"] / best_rollout, 2),
+        }
     info["ray_minus_local_ms_per_wave_step"] = {
         str(w): round(info[f"ray_{w}"]["ms_per_wave_step"] - info[f"local_{w}"]["ms_per_wave_step"], 3)
         for w in (1, 2)

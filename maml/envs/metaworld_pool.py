@@ -7,8 +7,12 @@ at most ``MAX_INSTANCES_PER_WORKER`` at once on a worker), each built the first 
 between goals with ``set_task``, never rebuilt per task; beyond :data:`KEEP_INSTANCES` instances a worker
 drops idle ones, least recently run class first. The main process says which episodes run where
 (:meth:`MetaWorldPool.reset`: episode ``i`` on worker ``workers[i]``; the ``k``-th episode of a class on a
-worker runs on that worker's ``k``-th instance of the class) and sends every worker the actions of its
-episodes at each step (:meth:`MetaWorldPool.step`).
+worker runs on that worker's ``k``-th instance of the class) and either sends every worker the actions of
+its episodes at each step (:meth:`MetaWorldPool.step`) or, the sampler's default, sends each worker once
+per wave its episodes' policy rows and action noise, and the worker runs the episodes calling the policy
+itself (:meth:`MetaWorldPool.rollout`, :mod:`maml.rollouts`; workers then import torch and run its
+policy on ``policy_threads`` threads): one message each way per wave instead of per step, and no worker
+waits while the main process calls the policy.
 
 Each episode, on its worker: ``env.set_task(task)``, then ``env.seed(s)`` and ``env.reset(seed=s)`` with
 ``s`` drawn from the episode's ``SeedSequence``. (Meta-World 3.1.1's ``reset`` drops its ``seed`` argument
@@ -55,6 +59,7 @@ from numpy.typing import ArrayLike, NDArray
 from maml.envs.errors import NonFiniteActionError
 from maml.envs.metaworld_fast import install_fast_paths
 from maml.envs.metaworld_tasks import MetaWorldTask
+from maml.rollouts import Rollout, WavePolicy, gather_rollouts
 
 OBS_DIM = 39
 """Meta-World's observation: hand, gripper and objects now (18) and one step earlier (18), goal (3, zeroed in
@@ -249,12 +254,25 @@ class _Runner:
             reply[i, OBS_DIM + 1] = info["success"]
         return reply
 
-    def handle(self, command: str, payload: Any) -> NDArray[np.float64]:
+    def rollout(self, payload: tuple[Sequence[tuple[Any, int]], WavePolicy]) -> Rollout:
+        """``([(Task, seed), …], wave_policy)`` → the episodes run for ``H`` steps with the policy on this
+        worker (:meth:`reset`, then :meth:`step` driven by :meth:`maml.rollouts.WavePolicy.run`)."""
+        episodes, wave_policy = payload
+        obs = self.reset(episodes)
+        return wave_policy.run(obs, self.checked_step, INFO_NAMES, OBS_DIM)
+
+    def checked_step(self, actions: NDArray[np.floating]):
+        """:meth:`step` of actions checked as the pool checks them → ``(obs, rewards, {"success": …})``."""
+        return step_result(self.step(wave_actions(actions, len(self.running))))
+
+    def handle(self, command: str, payload: Any) -> NDArray[np.float64] | Rollout:
         self.current = -1
         if command == "reset":
             return self.reset(payload)
         if command == "step":
             return self.step(payload)
+        if command == "rollout":
+            return self.rollout(payload)
         raise ValueError(f"unknown command {command!r}")
 
 
@@ -263,7 +281,9 @@ def _worker_main(conn: Connection, action_scale: float, fast: bool) -> None:
 
     Messages: ``("reset", [(Task, seed), …])`` → observations ``[k, 39]``; ``("step", actions [k, 4])`` →
     ``[k, 41]`` (observation, reward, success) for the episodes of the last reset, in order;
-    ``("close", None)``. Replies are ``("ok", array)`` or ``("error", episode index or −1, traceback)``.
+    ``("rollout", ([(Task, seed), …], WavePolicy))`` → a :class:`~maml.rollouts.Rollout` of those episodes;
+    ``("close", None)``. Replies are ``("ok", value)``, ``("nonfinite", episode index)`` (the policy's
+    actions held NaN or inf: nothing was stepped with them) or ``("error", episode index or −1, traceback)``.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     runner = _Runner(action_scale, fast)
@@ -277,6 +297,8 @@ def _worker_main(conn: Connection, action_scale: float, fast: bool) -> None:
             return
         try:
             reply = runner.handle(command, payload)
+        except NonFiniteActionError:
+            conn.send(("nonfinite", runner.current))
         except Exception:
             conn.send(("error", runner.current, traceback.format_exc()))
         else:
@@ -330,9 +352,23 @@ def gather(replies: Mapping[int, NDArray[np.float64]], rows: Sequence[Sequence[i
     return out
 
 
+INFO_NAMES = ("success",)
+
+
 def step_result(out: NDArray[np.float64]):
     """A gathered step reply ``[n, 41]`` → ``(observations [n, 39], rewards [n], {"success": [n]})``."""
     return out[:, :OBS_DIM], out[:, OBS_DIM], {"success": out[:, OBS_DIM + 1]}
+
+
+def check_picklable(mean_action_fn: Any) -> None:
+    """Refuse, with a clear error, a policy function that cannot travel to a worker process."""
+    try:
+        pickle.dumps(mean_action_fn)
+    except Exception as error:
+        raise ValueError(
+            f"mean_action_fn {mean_action_fn!r} cannot be sent to the workers ({type(error).__name__}: "
+            f"{error}): use a module-level function, or sample with policy_on_workers=False"
+        ) from error
 
 
 class _InProcess:
@@ -475,6 +511,35 @@ class MetaWorldPool:
         self.env_steps.update(task.class_name for task in self._running)
         return step_result(gather(replies, self._rows, OBS_DIM + 2))
 
+    def rollout(
+        self,
+        workers: Sequence[int],
+        tasks: Sequence[MetaWorldTask],
+        seeds: Sequence[np.random.SeedSequence],
+        wave_policy: WavePolicy,
+    ) -> Rollout:
+        """Run episode ``i`` (as :meth:`reset` starts it) for ``H`` steps on worker ``workers[i]``, each
+        worker calling the policy on its own episodes (:class:`maml.wave_sampler.RolloutEnv`): one message
+        each way per worker. Raises :class:`~maml.envs.errors.NonFiniteActionError` (the pool stays open)
+        when the policy's actions hold NaN or inf, before any environment is stepped with them."""
+        rows = wave_rows(workers, len(tasks), len(seeds), self.num_workers)
+        if len(wave_policy) != len(tasks):
+            raise ValueError(f"wave_policy covers {len(wave_policy)} episodes, the wave has {len(tasks)}")
+        if len(self._processes) > 0:
+            check_picklable(wave_policy.mean_action_fn)
+        self._rows, self._running = rows, list(tasks)
+        replies = self._call(
+            {
+                w: ("rollout", ([(tasks[i].task, reset_seed(seeds[i])) for i in r], wave_policy.select(r)))
+                for w, r in enumerate(rows)
+                if r
+            }
+        )
+        self.episodes.update(task.class_name for task in tasks)
+        horizon = wave_policy.noise.shape[1]
+        self.env_steps.update({name: n * horizon for name, n in Counter(t.class_name for t in tasks).items()})
+        return gather_rollouts(replies, rows)
+
     # --- lifecycle ------------------------------------------------------------------------------------
     @property
     def _processes(self) -> list[_Worker]:
@@ -525,6 +590,7 @@ class MetaWorldPool:
         failure closes the pool."""
         if self._closed:
             raise RuntimeError("the Meta-World pool is closed")
+        non_finite: NonFiniteActionError | None = None
         try:
             replies = {}
             for w, message in messages.items():
@@ -535,21 +601,31 @@ class MetaWorldPool:
                     except OSError as error:
                         raise self._death(worker) from error
             if self._local is not None and 0 in messages:
-                replies[0] = self._run_local(*messages[0])
+                try:
+                    replies[0] = self._run_local(*messages[0])
+                except NonFiniteActionError as error:
+                    non_finite = error
             for w in messages:
                 worker = self._workers[w]
                 if isinstance(worker, _Worker):
-                    replies[w] = self._receive(worker)
-            return replies
+                    try:
+                        replies[w] = self._receive(worker)
+                    except NonFiniteActionError as error:
+                        non_finite = non_finite or error
         except BaseException:
             self.close()
             raise
+        if non_finite is not None:  # every worker answered: the pool can go on
+            raise non_finite
+        return replies
 
     def _run_local(self, command: str, payload: Any) -> Any:
         runner = self._local
         assert runner is not None
         try:
             return runner.handle(command, payload)
+        except NonFiniteActionError:
+            raise
         except Exception as error:
             raise WorkerError(
                 f"Meta-World worker 0 (in process {os.getpid()}) failed{self._where(0, runner.current)}: "
@@ -564,6 +640,8 @@ class MetaWorldPool:
             status, *payload = worker.conn.recv()
         except (EOFError, OSError) as error:
             raise self._death(worker) from error
+        if status == "nonfinite":
+            raise NonFiniteActionError
         if status == "error":
             index, trace = payload
             where = self._where(worker.index, index)

@@ -39,6 +39,7 @@ import ray
 from numpy.typing import ArrayLike, NDArray
 from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError
 
+from maml.envs.errors import NonFiniteActionError
 from maml.envs.metaworld_pool import (
     ACT_DIM,
     FAST_STEP,
@@ -48,6 +49,7 @@ from maml.envs.metaworld_pool import (
     MetaWorldPool,
     WorkerError,
     _Runner,
+    check_picklable,
     gather,
     reset_seed,
     step_result,
@@ -56,6 +58,7 @@ from maml.envs.metaworld_pool import (
     where_running,
 )
 from maml.envs.metaworld_tasks import MetaWorldTask
+from maml.rollouts import Rollout, WavePolicy, gather_rollouts
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +71,8 @@ MAX_RETRIES = 3
 class _SamplerActor:
     """One sampling worker (a Ray actor): a :class:`_Runner` and the commands of the local pool's workers.
 
-    Replies are ``("ok", value)`` or ``("error", episode index or −1, traceback)``, as the local workers'.
+    Replies are ``("ok", value)``, ``("nonfinite", episode index)`` or ``("error", episode index or −1,
+    traceback)``, as the local workers'.
     """
 
     def __init__(self, action_scale: float, fast: bool) -> None:
@@ -83,6 +87,10 @@ class _SamplerActor:
 
     def step(self, actions: NDArray[np.floating]) -> tuple:
         return self._run(self.runner.step, actions)
+
+    def rollout(self, payload: Sequence[tuple[Any, int]], wave_policy: WavePolicy) -> tuple:
+        """Reset ``payload`` and run the episodes with the policy here (:meth:`_Runner.rollout`)."""
+        return self._run(self.runner.rollout, (payload, wave_policy))
 
     def replay(self, payload: Sequence[tuple[Any, int]], actions: NDArray[np.floating]) -> tuple:
         """A dead actor's wave on its replacement: reset ``payload``, step ``actions [s, k, 4]`` → the reply
@@ -100,6 +108,8 @@ class _SamplerActor:
         self.runner.current = -1
         try:
             return ("ok", command(payload))
+        except NonFiniteActionError:
+            return ("nonfinite", self.runner.current)
         except Exception:
             return ("error", self.runner.current, traceback.format_exc())
 
@@ -164,6 +174,8 @@ class RayMetaWorldPool:
         """Each actor's reset of the current wave: ``[(Task, seed), …]``."""
         self._sent: list[list[NDArray[np.floating]]] = [[] for _ in range(num_actors)]
         """The actions each actor has been sent since that reset."""
+        self._policies: list[WavePolicy | None] = [None] * num_actors
+        """Each actor's policy of the current wave when it runs the wave itself (:meth:`rollout`)."""
         try:
             self._actors = [self._new_actor() for _ in range(num_actors)]
             self._where = self._ready(self._actors, "start")
@@ -188,9 +200,36 @@ class RayMetaWorldPool:
         self._rows, self._running = rows, list(tasks)
         self._payloads = [[(tasks[i].task, reset_seed(seeds[i])) for i in r] for r in rows]
         self._sent = [[] for _ in rows]
+        self._policies = [None] * len(rows)
         replies = self._call({w: ("reset", (self._payloads[w],)) for w, r in enumerate(rows) if r})
         self.episodes.update(task.class_name for task in tasks)
         return gather(replies, rows, OBS_DIM)
+
+    def rollout(
+        self,
+        workers: Sequence[int],
+        tasks: Sequence[MetaWorldTask],
+        seeds: Sequence[np.random.SeedSequence],
+        wave_policy: WavePolicy,
+    ) -> Rollout:
+        """Each actor runs its episodes of the wave with the policy itself (as
+        :meth:`MetaWorldPool.rollout`): one remote call per actor per wave. An actor that dies is replaced
+        and the replacement runs the same call (the same episodes, bit for bit)."""
+        rows = wave_rows(workers, len(tasks), len(seeds), self.num_workers)
+        if len(wave_policy) != len(tasks):
+            raise ValueError(f"wave_policy covers {len(wave_policy)} episodes, the wave has {len(tasks)}")
+        check_picklable(wave_policy.mean_action_fn)
+        self._rows, self._running = rows, list(tasks)
+        self._payloads = [[(tasks[i].task, reset_seed(seeds[i])) for i in r] for r in rows]
+        self._sent = [[] for _ in rows]
+        self._policies = [wave_policy.select(r) if r else None for r in rows]
+        replies = self._call(
+            {w: ("rollout", (self._payloads[w], self._policies[w])) for w, r in enumerate(rows) if r}
+        )
+        self.episodes.update(task.class_name for task in tasks)
+        horizon = wave_policy.noise.shape[1]
+        self.env_steps.update({name: n * horizon for name, n in Counter(t.class_name for t in tasks).items()})
+        return gather_rollouts(replies, rows)
 
     def step(
         self, actions: ArrayLike
@@ -247,7 +286,11 @@ class RayMetaWorldPool:
                 replies = dict(zip(refs, ray.get(list(refs.values())), strict=True))
             except (RayActorError, ObjectLostError):  # ... then, an actor having died, one by one
                 replies = {w: self._reply(w, ref) for w, ref in refs.items()}
+            if any(reply[0] == "nonfinite" for reply in replies.values()):
+                raise NonFiniteActionError  # every actor has answered: the pool can go on
             return {w: self._check(w, reply) for w, reply in replies.items()}
+        except NonFiniteActionError:
+            raise
         except BaseException:
             self.close()
             raise
@@ -281,11 +324,20 @@ class RayMetaWorldPool:
         return payload[0]
 
     def _replace(self, w: int) -> Any:
-        """A new actor in place of dead actor ``w``, told to replay ``w``'s wave so far → that call's ref."""
+        """A new actor in place of dead actor ``w``, told to replay ``w``'s wave so far (or to run its
+        rollout again) → that call's ref."""
         _kill(self._actors[w])
         self._actors[w] = self._new_actor()
         self.replacements += 1
         (self._where[w],) = self._ready([self._actors[w]], "start a replacement for a dead")
+        wave_policy = self._policies[w]
+        if wave_policy is not None:
+            logger.warning(
+                "Meta-World worker %d replaced by a Ray actor (%s), which runs its %d episodes again from "
+                "their reset seeds",
+                w, self._name(w), len(self._rows[w]),
+            )  # fmt: skip
+            return self._actors[w].rollout.remote(self._payloads[w], wave_policy)
         sent = self._sent[w]
         logger.warning(
             "Meta-World worker %d replaced by a Ray actor (%s), which replays its %d episodes from their "
