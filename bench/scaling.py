@@ -538,18 +538,19 @@ def projection(
 def cases(calibration: Calibration) -> dict[str, Measured]:
     """The parameter sets of the README's table: actors at the listed step costs (a core each) with the
     driver and call terms as measured under load (``loaded``) or divided by the load's slowdown of the env
-    (``quiet``); the outer step on the driver's one CPU core, or on an H200; the policy call on parameters
-    shared by the rows (:func:`shared_policy`)."""
+    (``quiet``); the outer step on the driver's one CPU core, or on an H200; the policy on the actors
+    (``rollouts``, the pools' default) or on the driver, as before :mod:`maml.rollouts`."""
     gpu_rate = TRPO_ML45_H200_S / TRPO_ML45_KERNEL_SAMPLES
     gpu = {"outer_step_s_per_sample": gpu_rate, "outer_reference_threads": 1}
     loaded = replace(calibration.loaded, env_slowdown=1.0)
     calm = quiet(calibration.loaded)
     return {
-        "loaded driver, CPU outer": loaded,
-        "quiet driver, CPU outer": calm,
-        "loaded driver, GPU outer": replace(loaded, **gpu),
-        "quiet driver, GPU outer": replace(calm, **gpu),
-        "quiet, GPU, shared policy": replace(shared_policy(calm), **gpu),
+        "rollouts, loaded, CPU outer": replace(loaded, rollouts=True),
+        "rollouts, quiet, CPU outer": replace(calm, rollouts=True),
+        "rollouts, loaded, GPU outer": replace(loaded, rollouts=True, **gpu),
+        "rollouts, quiet, GPU outer": replace(calm, rollouts=True, **gpu),
+        "driver policy, quiet, CPU": calm,
+        "driver policy, quiet, GPU": replace(calm, **gpu),
     }
 
 

@@ -327,6 +327,29 @@ def wave_rows(workers: Sequence[int], num_tasks: int, num_seeds: int, num_worker
     return rows
 
 
+def rollout_rows(
+    workers: Sequence[int],
+    tasks: Sequence[Any],
+    seeds: Sequence[Any],
+    wave_policy: WavePolicy,
+    num_workers: int,
+) -> list[list[int]]:
+    """:func:`wave_rows` of a rollout, checked: the policy covers every episode of the wave."""
+    if len(wave_policy) != len(tasks):
+        raise ValueError(f"wave_policy covers {len(wave_policy)} episodes, the wave has {len(tasks)}")
+    return wave_rows(workers, len(tasks), len(seeds), num_workers)
+
+
+def count_rollout(
+    episodes: Counter[str], env_steps: Counter[str], tasks: Sequence[MetaWorldTask], wave_policy: WavePolicy
+) -> None:
+    """Add a rollout's episodes and environment steps to a pool's per-class counters."""
+    per_class = Counter(task.class_name for task in tasks)
+    episodes.update(per_class)
+    horizon = wave_policy.noise.shape[1]
+    env_steps.update({name: n * horizon for name, n in per_class.items()})
+
+
 def wave_actions(actions: ArrayLike, num_running: int) -> NDArray[np.floating]:
     """A step's policy actions as an array ``[num_running, 4]``, checked for shape and finiteness."""
     actions = np.asarray(actions)
@@ -522,9 +545,7 @@ class MetaWorldPool:
         worker calling the policy on its own episodes (:class:`maml.wave_sampler.RolloutEnv`): one message
         each way per worker. Raises :class:`~maml.envs.errors.NonFiniteActionError` (the pool stays open)
         when the policy's actions hold NaN or inf, before any environment is stepped with them."""
-        rows = wave_rows(workers, len(tasks), len(seeds), self.num_workers)
-        if len(wave_policy) != len(tasks):
-            raise ValueError(f"wave_policy covers {len(wave_policy)} episodes, the wave has {len(tasks)}")
+        rows = rollout_rows(workers, tasks, seeds, wave_policy, self.num_workers)
         if len(self._processes) > 0:
             check_picklable(wave_policy.mean_action_fn)
         self._rows, self._running = rows, list(tasks)
@@ -535,9 +556,7 @@ class MetaWorldPool:
                 if r
             }
         )
-        self.episodes.update(task.class_name for task in tasks)
-        horizon = wave_policy.noise.shape[1]
-        self.env_steps.update({name: n * horizon for name, n in Counter(t.class_name for t in tasks).items()})
+        count_rollout(self.episodes, self.env_steps, tasks, wave_policy)
         return gather_rollouts(replies, rows)
 
     # --- lifecycle ------------------------------------------------------------------------------------

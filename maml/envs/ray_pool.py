@@ -50,8 +50,10 @@ from maml.envs.metaworld_pool import (
     WorkerError,
     _Runner,
     check_picklable,
+    count_rollout,
     gather,
     reset_seed,
+    rollout_rows,
     step_result,
     wave_actions,
     wave_rows,
@@ -215,9 +217,7 @@ class RayMetaWorldPool:
         """Each actor runs its episodes of the wave with the policy itself (as
         :meth:`MetaWorldPool.rollout`): one remote call per actor per wave. An actor that dies is replaced
         and the replacement runs the same call (the same episodes, bit for bit)."""
-        rows = wave_rows(workers, len(tasks), len(seeds), self.num_workers)
-        if len(wave_policy) != len(tasks):
-            raise ValueError(f"wave_policy covers {len(wave_policy)} episodes, the wave has {len(tasks)}")
+        rows = rollout_rows(workers, tasks, seeds, wave_policy, self.num_workers)
         check_picklable(wave_policy.mean_action_fn)
         self._rows, self._running = rows, list(tasks)
         self._payloads = [[(tasks[i].task, reset_seed(seeds[i])) for i in r] for r in rows]
@@ -226,9 +226,7 @@ class RayMetaWorldPool:
         replies = self._call(
             {w: ("rollout", (self._payloads[w], self._policies[w])) for w, r in enumerate(rows) if r}
         )
-        self.episodes.update(task.class_name for task in tasks)
-        horizon = wave_policy.noise.shape[1]
-        self.env_steps.update({name: n * horizon for name, n in Counter(t.class_name for t in tasks).items()})
+        count_rollout(self.episodes, self.env_steps, tasks, wave_policy)
         return gather_rollouts(replies, rows)
 
     def step(
