@@ -68,6 +68,7 @@ def roll_out(
     actions = torch.empty_like(means)
     rewards = np.empty((num_running, horizon))
     infos = {name: np.empty((num_running, horizon)) for name in info_names}
+    scaled_noise = std.unsqueeze(1) * noise  # element-wise: each step's std · noise[:, t], the same bits
     for t in range(horizon):
         _check_array("observations", obs, (num_running, obs_dim))
         obs_t = torch.from_numpy(obs).to(dtype)
@@ -77,7 +78,7 @@ def roll_out(
                 f"mean_action_fn returned shape {tuple(mean.shape)}, expected {(num_running, 1, act_dim)}"
             )
         mean = mean[:, 0]
-        action = mean + std * noise[:, t]
+        action = mean + scaled_noise[:, t]
         observations[:, t] = obs_t
         means[:, t] = mean
         actions[:, t] = action

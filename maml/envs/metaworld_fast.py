@@ -8,16 +8,26 @@ override the method (checked at install time). Each repeats the stock floating-p
 order, so that observations, rewards and every ``info`` value are the stock ones to the bit
 (tests/test_metaworld_fast.py compares whole episodes of all 50 v3 classes with a stock instance):
 
-- ``step``: ``SawyerXYZEnv.step`` without the per-step overheads: gymnasium's ``do_simulation`` (its
-  ``np.array(ctrl).shape`` check) becomes the two ``data.ctrl`` writes, ``mj_step`` and
-  ``mj_rnePostConstraint`` it makes; the observation clip is the ``clip`` ufunc in place (what ``np.clip``
-  calls) instead of ``np.clip`` + the returned copy. Same order of MuJoCo calls, same state.
+- ``step``: ``SawyerXYZEnv.step`` without the per-step overheads. From the action to ``mj_forward`` it is one
+  C call where the C library loads (``native``, default; ``maml_bench_sawyer_advance`` in
+  ``native_step.c``, built with ``-ffp-contract=off``): ``set_xyz_action``'s clip / scale / add / clip on
+  doubles with numpy's ``clip`` semantics, the mocap quaternion, the two gripper controls, ``frame_skip``
+  ``mj_step`` calls, ``mj_forward``; a float64 ``[4]`` finite action only (the C function checks
+  finiteness and writes nothing otherwise), anything else takes the same steps in Python (gymnasium's
+  ``do_simulation`` without its ``np.array(ctrl).shape`` check). Left out, as computing nothing that is
+  read: ``do_simulation``'s last call, ``mj_rnePostConstraint`` (its outputs ``cacc``, ``cfrc_int``,
+  ``cfrc_ext`` are read by no Meta-World code and by no later MuJoCo call, which recomputes them where a
+  sensor needs them: the only arrays of ``data`` that differ from stock after a step, tests say), and the
+  target sites' ``site_xpos`` writes, which the ``mj_forward`` after them overwrites (their property is
+  still read, for its checks). The observation clip is the ``clip`` ufunc in place (what ``np.clip``
+  calls) instead of ``np.clip`` + the returned copy. Otherwise the same MuJoCo calls in the same order.
 - ``set_xyz_action``: the clip / scale / add / clip of the mocap position on Python floats with numpy's
   ``clip`` semantics (``min(max(x, lo), hi)``, ``x > lo ? x : lo``); falls back to the stock method for any
   action that is not a finite float64 array or a model with more than one mocap body.
 - ``_get_obs`` and ``_get_curr_obs_combined_no_goal``: the 39 (18) values written into one array instead
   of nested ``np.hstack`` / ``np.split`` (``array_split``); hand and finger positions read by cached body
-  ids; the gripper opening ``sqrt(d·d)`` with the same ``ndarray.dot`` that ``np.linalg.norm`` uses.
+  ids; the gripper opening ``math.sqrt(d·d)`` with the same ``ndarray.dot`` that ``np.linalg.norm`` uses
+  (and a square root rounded as ``np.sqrt`` rounds it: IEEE).
 - ``_get_quat_objects`` (the 22 classes that convert an object's rotation matrix with scipy's
   ``Rotation.from_matrix(...).as_quat()``, table :data:`ROTATION_MATRIX_QUATS`): :func:`quat_from_matrix`,
   scipy 1.17's Cython ``_from_matrix_orthogonal`` on Python floats (same trace, same ``argmax`` branch with
@@ -64,8 +74,16 @@ order, so that observations, rewards and every ``info`` value are the stock ones
   ``np.linalg.norm`` calls reach scalar fast paths (same code objects, other globals); bound last, on the
   names not already replaced above.
 
-Not replaced (not overridable per instance): ``tcp_center`` (a property; ~2 named ``data.site`` lookups a
-call), ``_get_pos_objects``' named lookups, ``mj_step`` and ``mj_forward``.
+- ``tcp_center`` and ``touching_main_object`` (properties, which live on the class): the instance's
+  ``__class__`` becomes a subclass of its class made for it (:func:`fast_class`, same name and module, these
+  two properties only; the class itself is left alone): the finger sites by cached ids, and the main
+  object's geom id looked up once per instance (only where the class's ``_get_id_main_object`` is a lookup
+  of a literal name, :func:`main_object_is_constant`: all 50 classes).
+- every function bound above is a copy per class (:func:`for_class`: the same bytecode in its own code
+  object), so that CPython's in-place specialisation of attribute reads sees one type per copy when a
+  worker steps instances of many classes in turn.
+
+Not replaced: ``_get_pos_objects``' named lookups, ``mj_step`` and ``mj_forward``.
 
 Steps: nothing found that could not be made bit-identical; the only values not computed by the stock code's
 own operations are scipy's orthogonality and determinant checks, which decide a branch, never a value
@@ -105,13 +123,18 @@ their own ``compute_reward`` (``reward_utils.tolerance`` calls). MuJoCo alone (`
 
 from __future__ import annotations
 
+import ast
 import collections
 import copy
 import ctypes
 import functools
+import inspect
 import math
+import re
+import textwrap
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import mujoco
@@ -316,7 +339,8 @@ def _get_curr_obs_combined_no_goal(self: SawyerXYZEnv) -> NDArray[np.float64]:
     obs = np.zeros(18)
     obs[0:3] = xpos[ids[0]]
     diff = xpos[ids[1]] - xpos[ids[2]]
-    apart = np.sqrt(diff.dot(diff)) / 0.1  # np.linalg.norm of a 1-D float array: sqrt(x.dot(x))
+    # np.linalg.norm of a 1-D float array: np.sqrt(x.dot(x)); math.sqrt rounds as np.sqrt (IEEE)
+    apart = math.sqrt(diff.dot(diff)) / 0.1
     # np.clip(apart, 0.0, 1.0) (NaN passes through)
     if apart != apart:
         obs[3] = apart
@@ -462,27 +486,87 @@ def touching_object_cached(self: SawyerXYZEnv, object_geom_id: int) -> bool:
     return left > 0 and right > 0  # Meta-World's 0 < left and 0 < right: the same values and types
 
 
+@dataclass(frozen=True)
+class NativeAdvance:
+    """What :func:`step` hands the C step (:meth:`maml.envs.native_step.NativeStep.sawyer_advance`): the
+    addresses of the instance's MuJoCo structs and mocap box, and the objects they belong to (a step checks
+    that the instance still holds these, else it takes the Python path)."""
+
+    advance: Callable[..., int]
+    data: mujoco.MjData
+    low: NDArray[np.float64]
+    high: NDArray[np.float64]
+    model_address: int
+    data_address: int
+    low_address: int
+    high_address: int
+
+    @classmethod
+    def of(cls, env: SawyerXYZEnv) -> NativeAdvance | None:
+        """For an instance whose mocap box is two 3-float64 C arrays, when the C step can be loaded."""
+        native = native_step.load()
+        low, high = env.mocap_low, env.mocap_high
+        if native is None or not all(
+            type(b) is np.ndarray and b.dtype == np.float64 and b.shape == (3,) and b.flags.c_contiguous
+            for b in (low, high)
+        ):
+            return None
+        return cls(
+            native.sawyer_advance, env.data, low, high,
+            env.model._address, env.data._address, low.ctypes.data, high.ctypes.data,
+        )  # fmt: skip
+
+
+def _advance_in_c(self: SawyerXYZEnv, action: Any) -> bool:
+    """The C step from the action to ``mj_forward`` (skipped after a simulation exception), when the action
+    is a float64 ``[4]`` array, the episode has steps left and the instance still holds what
+    :class:`NativeAdvance` points at; ``False``: nothing was done (non-finite action included)."""
+    native = self._fast_native
+    if (
+        native is None
+        or type(action) is not np.ndarray
+        or action.dtype != np.float64
+        or action.shape != (4,)
+        or self.curr_path_length >= self.max_path_length
+        or self.data is not native.data
+        or self.mocap_low is not native.low
+        or self.mocap_high is not native.high
+        or type(self.action_scale) is not float
+    ):
+        return False
+    a0, a1, a2, a3 = action.tolist()
+    forward = not self._did_see_sim_exception
+    return not native.advance(
+        native.model_address, native.data_address, a0, a1, a2, a3,
+        native.low_address, native.high_address, self.action_scale, self.frame_skip, forward,
+    )  # fmt: skip
+
+
 def step(self: SawyerXYZEnv, action: NDArray[Any]) -> tuple[NDArray[np.float64], Any, bool, bool, dict]:
-    """``SawyerXYZEnv.step``: the same MuJoCo calls in the same order, less Python around them."""
+    """``SawyerXYZEnv.step``: the same MuJoCo state and outputs, less Python around them; from the action to
+    ``mj_forward`` in C where it can (:func:`_advance_in_c`)."""
     if not self._set_task_called:
         raise RuntimeError("You must call env.set_task before using env.step")
     assert len(action) == 4, f"Actions should be size 4, got {len(action)}"
-    self.set_xyz_action(action[:3])
-    if self.curr_path_length >= self.max_path_length:
-        raise ValueError("You must reset the env manually once truncate==True")
     model, data = self.model, self.data
-    effort = action[-1]
-    ctrl = data.ctrl  # do_simulation([a, -a], frame_skip): ctrl[:] = …, mj_step, mj_rnePostConstraint
-    ctrl[0] = effort
-    ctrl[1] = -effort
-    mujoco.mj_step(model, data, nstep=self.frame_skip)
-    mujoco.mj_rnePostConstraint(model, data)
+    if not self._fast_advance(action):
+        self.set_xyz_action(action[:3])
+        if self.curr_path_length >= self.max_path_length:
+            raise ValueError("You must reset the env manually once truncate==True")
+        effort = action[-1]
+        ctrl = data.ctrl  # do_simulation([a, -a], frame_skip): ctrl[:] = …, mj_step (mj_rnePostConstraint)
+        ctrl[0] = effort
+        ctrl[1] = -effort
+        mujoco.mj_step(model, data, nstep=self.frame_skip)
+        if not self._did_see_sim_exception:
+            mujoco.mj_forward(model, data)
+    # mj_rnePostConstraint (do_simulation's last call) is left out: its outputs (cacc, cfrc_int, cfrc_ext)
+    # are read by no Meta-World code and by no later MuJoCo call (tests/test_metaworld_fast.py)
     self.curr_path_length += 1
 
-    for site in self._target_site_config:
-        self._set_pos_site(*site)
-
     if self._did_see_sim_exception:
+        for site in self._target_site_config:
+            self._set_pos_site(*site)
         assert self._last_stable_obs is not None
         return (
             self._last_stable_obs,
@@ -499,7 +583,9 @@ def step(self: SawyerXYZEnv, action: NDArray[Any]) -> tuple[NDArray[np.float64],
                 "unscaled_reward": 0.0,
             },
         )
-    mujoco.mj_forward(model, data)
+    # stock writes the target sites' site_xpos here, which mj_forward (above) then computes anew: only the
+    # property is read (its checks of the goal stay)
+    self._target_site_config  # noqa: B018
     obs = self._get_obs()
     space = self.sawyer_observation_space
     if obs.dtype == np.float64 and obs.shape == space.low.shape:
@@ -509,7 +595,7 @@ def step(self: SawyerXYZEnv, action: NDArray[Any]) -> tuple[NDArray[np.float64],
     self._last_stable_obs = obs
     reward, info = self.evaluate_state(obs, action)
     truncate = self.curr_path_length == self.max_path_length
-    return np.array(obs, dtype=np.float64), reward, False, truncate, info
+    return obs.copy(), reward, False, truncate, info
 
 
 # --- resets -------------------------------------------------------------------------------------------------
@@ -606,6 +692,81 @@ def reset(self: SawyerXYZEnv, seed: int | None = None, options: dict[str, Any] |
         self._fast_hand = None
 
 
+# --- properties (a subclass made for the instance) ----------------------------------------------------------
+_MAIN_OBJECT_LOOKUP = re.compile(
+    r"None|self\.(data|model)\.geom\('[^'\\]*'\)\.id|self\.model\.geom_name2id\('[^'\\]*'\)"
+)
+"""What a ``_get_id_main_object`` may return for its value to be kept (ast.unparse of its one statement): a
+geom looked up by a constant name, or ``None``."""
+_UNSET = object()
+
+
+def tcp_center(self: SawyerXYZEnv) -> NDArray[np.float64]:
+    """``SawyerXYZEnv.tcp_center``: ``(right + left) / 2.0`` of the finger sites' ``xpos``, read by cached
+    ids (the same rows of ``data.site_xpos``, the same numpy operations)."""
+    site_xpos = self.data.site_xpos
+    right, left = self._fast_tcp_ids
+    return (site_xpos[right] + site_xpos[left]) / 2.0
+
+
+def touching_main_object(self: SawyerXYZEnv) -> bool:
+    """``SawyerXYZEnv.touching_main_object``: ``touching_object(_get_id_main_object())`` with the id looked
+    up once per instance (installed only for classes whose lookup is of a constant name:
+    :func:`main_object_is_constant`)."""
+    geom = self._fast_main_object
+    if geom is _UNSET:
+        geom = self._fast_main_object = self._get_id_main_object()
+    return self.touching_object(geom)
+
+
+@functools.cache
+def main_object_is_constant(cls: type) -> bool:
+    """Whether the class's ``_get_id_main_object`` is one ``return`` of a geom looked up by a literal name
+    (or of ``None``): its value is then the same for the life of an instance."""
+    function = inspect.unwrap(cls._get_id_main_object)
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.FunctionDef) else []
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    if len(body) != 1 or not isinstance(body[0], ast.Return):
+        return False
+    value = body[0].value
+    return _MAIN_OBJECT_LOOKUP.fullmatch("None" if value is None else ast.unparse(value)) is not None
+
+
+@functools.cache
+def for_class(function: types.FunctionType, cls: type) -> types.FunctionType:
+    """A copy of ``function`` with its own code object for the instances of ``cls`` (same bytecode, globals,
+    defaults and closure). CPython (3.11+) specialises attribute reads in place, in the code object, for
+    the type it last saw: one function stepping instances of ten classes in turn (a worker's wave) keeps
+    missing and re-specialising; a copy per class reads one type. ~2 % of an ML10 step interleaved over 10
+    classes (measured beside one campaign run); the same operations, so the same bits."""
+    copy = types.FunctionType(
+        function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__,
+        function.__closure__,
+    )  # fmt: skip
+    copy.__kwdefaults__ = function.__kwdefaults__
+    copy.__qualname__ = function.__qualname__
+    copy.__doc__ = function.__doc__
+    return copy
+
+
+@functools.cache
+def fast_class(cls: type, tcp: bool, main_object: bool) -> type:
+    """A subclass of ``cls`` (same name and module) whose ``tcp_center`` (``tcp``) and
+    ``touching_main_object`` (``main_object``) are the properties above: an instance's ``__class__`` is set
+    to it (properties live on the class; ``cls`` itself is left alone)."""
+    namespace: dict[str, Any] = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    if tcp:
+        namespace["tcp_center"] = property(for_class(tcp_center, cls), doc=SawyerXYZEnv.tcp_center.__doc__)
+    if main_object:
+        namespace["touching_main_object"] = property(for_class(touching_main_object, cls))
+    return type(cls.__name__, (cls,), namespace)
+
+
 # --- installation -------------------------------------------------------------------------------------------
 def _inherits(env: SawyerXYZEnv, name: str, base: type = SawyerXYZEnv) -> bool:
     """Whether the instance's class uses ``base``'s ``name`` (does not override it)."""
@@ -613,18 +774,19 @@ def _inherits(env: SawyerXYZEnv, name: str, base: type = SawyerXYZEnv) -> bool:
 
 
 def install_fast_paths(
-    env: SawyerXYZEnv, contacts: bool = False, resets: bool = True, rewards: bool = True
+    env: SawyerXYZEnv, contacts: bool = False, resets: bool = True, rewards: bool = True, native: bool = True
 ) -> list[str]:
     """Bind the fast methods onto this one instance where its class uses the stock ones; returns the names of
     the methods replaced. ``contacts``: also replace ``touching_object`` by :func:`touching_object_cached`;
     ``resets`` (default): also ``reset`` and ``_reset_hand`` (:func:`reset`); ``rewards`` (default): then
     the class's own reward methods with fast ``tolerance`` and ``norm``
-    (:func:`maml.envs.metaworld_rewards.relink`)."""
+    (:func:`maml.envs.metaworld_rewards.relink`); ``native`` (default): the step's action-to-``mj_forward``
+    part in C (:func:`_advance_in_c`) where the C step loads."""
     env._fast_ids = {kind: {} for kind in _OBJ}
     replaced: list[str] = []
 
     def bind(name: str, fn: Callable[..., Any]) -> None:
-        setattr(env, name, types.MethodType(fn, env))
+        setattr(env, name, types.MethodType(for_class(fn, type(env)), env))
         replaced.append(name)
 
     def ids(kind: str, *names: str) -> tuple[int, ...] | None:
@@ -671,6 +833,8 @@ def install_fast_paths(
         env, "_step_mujoco_simulation", MujocoEnv
     )
     if env.model.nu == 2 and _inherits(env, "step") and stock_simulation:
+        env._fast_native = NativeAdvance.of(env) if _inherits(env, "set_xyz_action") and native else None
+        env._fast_advance = types.MethodType(for_class(_advance_in_c, type(env)), env)
         bind("step", step)
 
     if (
@@ -688,6 +852,14 @@ def install_fast_paths(
         bind("reset", reset)
     if rewards:
         replaced += metaworld_rewards.relink(env)
+
+    tcp = fingers is not None and _inherits(env, "tcp_center")
+    main_object = _inherits(env, "touching_main_object") and main_object_is_constant(type(env))
+    if tcp or main_object:  # last: the checks above look at the class's own attributes
+        env._fast_tcp_ids = fingers
+        env._fast_main_object = _UNSET
+        env.__class__ = fast_class(type(env), tcp, main_object)
+        replaced += [name for name, on in (("tcp_center", tcp), ("touching_main_object", main_object)) if on]
     return replaced
 
 

@@ -38,6 +38,17 @@ _ARGTYPES = [
     ctypes.c_void_p,  # mjtNum* xpos out, [nrows, nbody, 3]
 ]
 
+_SAWYER_ARGTYPES = [
+    ctypes.c_void_p,  # const mjModel*
+    ctypes.c_void_p,  # mjData*
+    *[ctypes.c_double] * 4,  # the action
+    ctypes.c_void_p,  # const double* mocap_low [3]
+    ctypes.c_void_p,  # const double* mocap_high [3]
+    ctypes.c_double,  # action_scale
+    ctypes.c_int,  # nstep (frame_skip)
+    ctypes.c_int,  # forward
+]
+
 
 class NativeStep:
     """``step_rows(model, data, states, xpos, nstep)``: the C loop over ``states [n, nstate]`` rows."""
@@ -47,6 +58,12 @@ class NativeStep:
         self._step_rows = library.maml_bench_step_rows
         self._step_rows.argtypes = _ARGTYPES
         self._step_rows.restype = None
+        self.sawyer_advance = library.maml_bench_sawyer_advance
+        """``(model, data, a0, a1, a2, a3, low, high, scale, nstep, forward) → 0`` (1: the action was not
+        finite or the model not a Sawyer arm, nothing written): Meta-World's ``SawyerXYZEnv.step`` from its
+        action to its ``mj_forward`` (``native_step.c``; :func:`maml.envs.metaworld_fast.step` calls it)."""
+        self.sawyer_advance.argtypes = _SAWYER_ARGTYPES
+        self.sawyer_advance.restype = ctypes.c_int
 
     def step_rows(
         self,
@@ -99,7 +116,7 @@ def library_path() -> Path:
 
 def _flags() -> list[str]:
     include, _ = _mujoco_files()
-    return ["-O2", f"-I{include}"]
+    return ["-O2", "-ffp-contract=off", f"-I{include}"]
 
 
 def _libraries() -> list[str]:
