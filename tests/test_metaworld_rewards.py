@@ -169,6 +169,9 @@ def test_norm_equals_numpys(monkeypatch):
             expected = np.linalg.norm(x)
             result = norm(x)
         assert same(result, expected), x
+        if x.ndim == 1:  # the 2-norm of a vector: numpy's same default case
+            with np.errstate(all="ignore"):
+                assert same(norm(x, ord=2), np.linalg.norm(x, ord=2)), x
 
 
 @pytest.mark.parametrize(
@@ -181,6 +184,9 @@ def test_norm_equals_numpys(monkeypatch):
         (np.array([1.0, 2.0, 2.0]), {"ord": 1}),
         (np.array([1.0, 2.0, 2.0]), {"ord": np.inf}),
         (np.arange(6.0).reshape(2, 3), {"axis": 1}),
+        (np.arange(6.0).reshape(2, 3), {"ord": 2}),  # a matrix's 2-norm: its largest singular value
+        (np.array([1.0, 2.0, 2.0]), {"ord": 2.0}),  # a float order: numpy's own checks
+        (np.array([1.0, 2.0, 2.0]), {"ord": 3}),
         (np.array([1.0, 2.0, 2.0]), {"keepdims": True}),
         (np.array([1.0, 2.0j]), {}),
         (np.array([1.0, 2.0, 2.0]).astype(">f8"), {}),  # big-endian float64

@@ -95,9 +95,16 @@ def tolerance(
 
 
 def norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> Any:
-    """``np.linalg.norm`` (same value, same type): a float64 array with no options takes numpy's own
-    default case, ``sqrt(x.dot(x))`` of ``x.ravel(order="K")``, without the checks; else the stock one."""
-    if type(x) is not np.ndarray or x.dtype != _FLOAT64 or keepdims or ord is not None or axis is not None:
+    """``np.linalg.norm`` (same value, same type): a float64 array with no options, or a 1-D one with
+    ``ord=2``, takes numpy's own default case, ``sqrt(x.dot(x))`` of ``x.ravel(order="K")``, without the
+    checks; else the stock one."""
+    if (
+        type(x) is not np.ndarray
+        or x.dtype != _FLOAT64
+        or keepdims
+        or axis is not None
+        or not (ord is None or (type(ord) is int and ord == 2 and x.ndim == 1))
+    ):
         return _stock_norm(x, ord, axis, keepdims)
     flat = x.ravel(order="K")
     return _sqrt(flat.dot(flat))
