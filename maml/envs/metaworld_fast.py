@@ -892,32 +892,41 @@ def _benchmark_envs(class_names: list[str] | None, **variants: dict[str, bool] |
 
 def benchmark(class_names: list[str] | None = None, rounds: int = 5, steps: int = 200) -> None:
     """Print ms per step of ML45's classes, interleaved in one process: A stock, B the fast paths but the
-    relinked rewards (:mod:`maml.envs.metaworld_rewards`), C all fast paths (the pool's default)."""
+    relinked rewards (:mod:`maml.envs.metaworld_rewards`), C all fast paths (the pool's default), D all but
+    the C step (``native=False``: the step's MuJoCo calls from Python)."""
     import time
 
     actions = np.random.default_rng(0).uniform(-1, 1, (steps, 4))
-    variants = {"A": None, "B": {"contacts": True, "rewards": False}, "C": {"contacts": True}}
+    variants = {
+        "A": None,
+        "B": {"contacts": True, "rewards": False},
+        "C": {"contacts": True},
+        "D": {"contacts": True, "native": False},
+    }
     rows = []
     for name, envs in _benchmark_envs(class_names, **variants):
-        best = [math.inf] * 3
+        best = dict.fromkeys(envs, math.inf)
         for _ in range(rounds):
-            for k, env in enumerate(envs.values()):
+            for key, env in envs.items():
                 env.reset(seed=0)
                 env_step = env.step
                 start = time.perf_counter()
                 for action in actions:
                     env_step(action)
-                best[k] = min(best[k], (time.perf_counter() - start) / steps * 1e3)
-        rows.append(best)
-        a, b, c = best
-        line = f"{name:28s} A {a:.3f}  B {b:.3f}  C {c:.3f} ms   A/C ×{a / c:.2f}  B/C ×{b / c:.2f}"
-        print(line, flush=True)
-    a, b, c = np.array(rows).T
-    print(
-        f"mean of {len(rows)} classes: A {a.mean():.3f}  B {b.mean():.3f}  C {c.mean():.3f} ms;"
-        f" A/C ×{a.mean() / c.mean():.2f} (per class ×{(a / c).min():.2f} … ×{(a / c).max():.2f});"
-        f" B/C ×{b.mean() / c.mean():.2f} (per class ×{(b / c).min():.2f} … ×{(b / c).max():.2f})"
+                best[key] = min(best[key], (time.perf_counter() - start) / steps * 1e3)
+        rows.append(list(best.values()))
+        times = "  ".join(f"{key} {ms:.3f}" for key, ms in best.items())
+        ratios = "  ".join(f"{key}/C ×{ms / best['C']:.2f}" for key, ms in best.items() if key != "C")
+        print(f"{name:28s} {times} ms   {ratios}", flush=True)
+    columns = dict(zip(variants, np.array(rows).T, strict=True))
+    means = "  ".join(f"{key} {ms.mean():.3f}" for key, ms in columns.items())
+    ratios = "; ".join(
+        f"{key}/C ×{ms.mean() / columns['C'].mean():.2f} (per class ×{(ms / columns['C']).min():.2f} … "
+        f"×{(ms / columns['C']).max():.2f})"
+        for key, ms in columns.items()
+        if key != "C"
     )
+    print(f"mean of {len(rows)} classes: {means} ms; {ratios}")
 
 
 def benchmark_resets(class_names: list[str] | None = None, rounds: int = 5, resets: int = 4) -> None:
