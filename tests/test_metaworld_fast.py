@@ -56,8 +56,11 @@ def first_task(tasks: mwt.TaskSet, class_name: str) -> mwt.MetaWorldTask:
     return (tasks.train.get(class_name) or tasks.test[class_name])[0]
 
 
-def reset(task: mwt.MetaWorldTask, fast: bool):
+def reset(task: mwt.MetaWorldTask, fast: bool, prepare=None):
+    """A stock or fast instance of the task, reset; ``prepare(env)`` runs on it before the fast paths."""
     env = make_env(task.task)
+    if prepare is not None:
+        prepare(env)
     if fast:
         install_fast_paths(env, contacts=True, resets=True)
     env.set_task(task.task)
@@ -338,6 +341,65 @@ def test_long_tail_tolerance_equals_metaworlds():
             reward_utils.tolerance(np.float64(0.0), bounds=args[:2], margin=args[2], sigmoid="long_tail")
 
 
+class _Lookups:
+    """``_get_id_main_object`` bodies: kept (a literal name, or None) or not (anything else)."""
+
+    class Data:
+        def _get_id_main_object(self):
+            return self.data.geom("objGeom").id
+
+    class Model:
+        def _get_id_main_object(self):
+            """A docstring first."""
+            return self.model.geom_name2id("btnGeom")
+
+    class Nothing:
+        def _get_id_main_object(self):
+            return None
+
+    class Computed:
+        def _get_id_main_object(self):
+            return self.data.geom(self.name).id
+
+    class Counted:
+        def _get_id_main_object(self):
+            print("looked up")
+            return None
+
+    class Assigned:
+        def _get_id_main_object(self):
+            unused = 1  # noqa: F841
+            return None
+
+    class DocstringOnly:
+        def _get_id_main_object(self):
+            """Nothing returned."""
+
+    class Lambda:
+        _get_id_main_object = lambda self: None  # noqa: E731
+
+    class Bare:
+        def _get_id_main_object(self):
+            return
+
+
+def test_the_main_object_id_is_kept_only_for_a_literal_lookup(ml45):
+    """:func:`main_object_is_constant`: one ``return`` (after a docstring, if any) of a geom looked up by a
+    literal name, or of ``None`` (a bare ``return`` too); a computed name, other statements, a lambda or a
+    function without source are not kept. Every v3 class's is."""
+    constant = metaworld_fast.main_object_is_constant
+    for kept in (_Lookups.Data, _Lookups.Model, _Lookups.Nothing, _Lookups.Bare):
+        assert constant(kept), kept.__name__
+    for other in (_Lookups.Computed, _Lookups.Counted, _Lookups.Assigned, _Lookups.DocstringOnly,
+                  _Lookups.Lambda):  # fmt: skip
+        assert not constant(other), other.__name__
+    scope: dict[str, Any] = {}
+    exec("class NoSource:\n    def _get_id_main_object(self):\n        return None\n", scope)
+    assert not constant(scope["NoSource"])  # inspect cannot find its source
+    for class_name in ALL_CLASSES:
+        assert constant(pickle.loads(first_task(ml45, class_name).task.data)["env_cls"]), class_name
+
+
 def test_pickled_task_names_the_class_the_fast_paths_were_built_for(ml45):
     """``set_task`` still checks the class (the fast instance is an instance of the stock class)."""
     task = first_task(ml45, "push-v3")
@@ -397,6 +459,92 @@ def _lockstep(task: mwt.MetaWorldTask, actions) -> tuple[SawyerXYZEnv, SawyerXYZ
         out = stock.step(action.copy())
         assert_same_step(stock, fast, out, fast.step(action.copy()), f"step {t}", equal_nan=True)
     return stock, fast
+
+
+PUSHES = [np.array([1.0, -1.0, 1.0, 0.2])] * 40 + [np.array([-1.0, 1.0, -1.0, -0.3])] * 40
+"""Full-scale pushes one way then the other: the hand reaches both corners of its box."""
+
+
+def _episode_equals_stock(task: mwt.MetaWorldTask, prepare=None, change=None, actions=PUSHES):
+    """Stock and fast instances (``prepare``d before the fast paths, ``change``d after the reset) stepped
+    with ``actions``: equal at every step. Returns the fast instance's C step (or ``None``)."""
+    stock, _ = reset(task, fast=False, prepare=prepare)
+    fast, _ = reset(task, fast=True, prepare=prepare)
+    for env in (stock, fast):
+        if change is not None:
+            change(env)
+    for t, action in enumerate(actions):
+        out = stock.step(action.copy())
+        assert_same_step(stock, fast, out, fast.step(action.copy()), f"step {t}")
+    native = fast._fast_native
+    stock.close()
+    fast.close()
+    return native
+
+
+def _narrower_box(env: SawyerXYZEnv) -> None:
+    env.mocap_low = env.mocap_low + 0.05  # new arrays: the C step holds the old ones' addresses
+    env.mocap_high = env.mocap_high - 0.05
+
+
+@pytest.mark.parametrize("which", ["low", "high"])
+def test_a_mocap_box_replaced_after_install_is_the_one_used(ml45, which: str) -> None:
+    """Stock reads ``mocap_low``/``mocap_high`` at every step: a box replaced on the instance after the fast
+    paths were installed is the one the hand stops at (the C step sees its arrays are not the instance's)."""
+    bound = np.full(3, 0.05)
+
+    def change(env: SawyerXYZEnv) -> None:
+        if which == "low":
+            env.mocap_low = env.mocap_low + bound
+        else:
+            env.mocap_high = env.mocap_high - bound
+
+    assert _episode_equals_stock(first_task(ml45, "reach-v3"), change=change) is not None
+
+
+def test_an_action_scale_per_axis_takes_the_python_step(ml45) -> None:
+    """``action_scale`` as an array (stock multiplies the action by it): not a float, so the Python step."""
+
+    def change(env: SawyerXYZEnv) -> None:
+        env.action_scale = np.array([0.01, 0.02, 0.005])
+
+    _episode_equals_stock(first_task(ml45, "reach-v3"), change=change)
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        lambda b: b.astype(np.float32),  # not float64: the C step would read it as doubles
+        lambda b: np.repeat(b, 2)[::2],  # (3,) but strided: not where the C step reads
+    ],
+    ids=["float32", "strided"],
+)
+def test_a_mocap_box_the_c_step_cannot_read_keeps_the_python_step(ml45, box) -> None:
+    def prepare(env: SawyerXYZEnv) -> None:
+        env.mocap_low, env.mocap_high = box(env.mocap_low), box(env.mocap_high)
+
+    assert _episode_equals_stock(first_task(ml45, "reach-v3"), prepare=prepare) is None
+
+
+def test_without_the_c_library_the_step_stays_in_python(ml45, monkeypatch) -> None:
+    from maml.envs import native_step
+
+    monkeypatch.setattr(native_step, "load", lambda: None)
+    assert _episode_equals_stock(first_task(ml45, "reach-v3")) is None
+
+
+@pytest.mark.parametrize("override", ["get_endeff_pos", "_get_curr_obs_combined_no_goal"])
+def test_a_class_with_its_own_observation_keeps_it(ml45, override: str) -> None:
+    """The fast observation reads the hand by its body id: a class that overrides ``get_endeff_pos`` (or the
+    observation itself) keeps the stock observation code."""
+    task = first_task(ml45, "reach-v3")
+    base = type(make_env(task.task))
+    shifted = type("Shifted", (base,), {override: lambda self: getattr(base, override)(self) + 1.0})
+    env = shifted()
+    replaced = install_fast_paths(env, contacts=True)
+    assert "_get_curr_obs_combined_no_goal" not in replaced
+    assert "_get_obs" in replaced  # the stacking around it is still the fast one
+    env.close()
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])

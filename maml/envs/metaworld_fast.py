@@ -93,32 +93,30 @@ own operations are scipy's orthogonality and determinant checks, which decide a 
 The pool (:mod:`maml.envs.metaworld_pool`, ``fast_step``, on by default) installs them, contacts included (and
 resets, the default).
 
-Measured (ms per step, 2-core machine loaded by training runs, goal 0 of each class, 200 uniform random
-actions in [−1, 1] after a reset, best of 5 rounds, the variants interleaved in one process, 2026-12-03).
-A: stock Meta-World with a vectorised contact scan over ``data.contact.geom`` (what the pool ran until these
-fast paths; the pure stock step is slower still, its contact scan being ~40 % of a push step);
-B: ``install_fast_paths(env)`` with that same vectorised scan; C: ``install_fast_paths(env, contacts=True)``,
-what the pool runs now. The command's A and B now keep the stock contact scan (the vectorised one is gone),
-so its A/C reads higher than the table's::
+Measured (ms per step, goal 0 of each class, 200 uniform random actions in [−1, 1] after a reset, best of 5
+rounds, the variants interleaved in one process; 2026-12-04 22:14 UTC, AMD EPYC, beside one training run
+and one mutation run). A: stock Meta-World; B: all fast paths but the relinked rewards; C: all of them (the
+pool's default); D: all but the C step (``native=False``)::
 
-    nice -n 10 .venv/bin/python -m maml.envs.metaworld_fast            # all 50 classes (~1 min)
+    nice -n 10 .venv/bin/python -m maml.envs.metaworld_fast            # all 50 classes (~2 min)
     nice -n 10 .venv/bin/python -m maml.envs.metaworld_fast push-v3 reach-v3
 
-    class                 A      B      C     A/C
-    push-v3             0.565  0.234  0.203  ×2.78
-    pick-place-v3       0.557  0.271  0.245  ×2.27
-    peg-insert-side-v3  0.600  0.224  0.221  ×2.72
-    reach-v3            0.398  0.178  0.175  ×2.27
-    door-open-v3        0.407  0.195  0.203  ×2.00
-    basketball-v3       0.330  0.200  0.193  ×1.71
-    button-press-v3     0.254  0.170  0.178  ×1.43
-    box-close-v3        0.349  0.271  0.277  ×1.26 (slowest gain: its own reward code)
-    mean of 50 classes  0.400  0.221  0.210  ×1.91 (A/B ×1.81; per class A/C ×1.26 … ×3.19)
+    class                 A      B      C      D     A/C
+    push-v3             0.585  0.127  0.116  0.119  ×5.06
+    pick-place-v3       0.652  0.147  0.122  0.127  ×5.35
+    peg-insert-side-v3  0.366  0.134  0.125  0.125  ×2.93
+    reach-v3            0.313  0.108  0.097  0.101  ×3.22
+    door-open-v3        0.312  0.144  0.109  0.113  ×2.86
+    basketball-v3       0.242  0.126  0.115  0.117  ×2.10
+    button-press-v3     0.186  0.106  0.092  0.094  ×2.03
+    box-close-v3        0.251  0.192  0.175  0.178  ×1.43 (slowest gain: its own reward code)
+    mean of 50 classes  0.351  0.134  0.117  0.120  ×3.00 (per class ×1.43 … ×5.43; B/C ×1.15, D/C ×1.02)
 
-The 22 classes with a scipy quaternion gain most (×2–2.8); the rest ×1.3–1.7, their remaining Python being
-their own ``compute_reward`` (``reward_utils.tolerance`` calls). MuJoCo alone (``mj_step`` ×5,
-``mj_rnePostConstraint``, ``mj_forward``) is ~0.10 ms of a fast push step of ~0.19 ms (unloaded);
-``reset`` (~9 ms, 100 hand-reset ``mj_step`` calls) was unchanged by these (``resets=True`` came later).
+The classes with a contact test and a scipy quaternion gain most (×3–5.4: stock's contact scan walks
+``data.contact`` in Python); the rest ×1.4–2.9, their remaining Python being their own ``compute_reward``.
+One class stepped alone gains little from the C step (D/C ×1.02); a worker stepping instances of many classes
+in turn gains more (results/bench/README.md, "A leaner Meta-World step"). On 2026-12-03 (another host,
+before the fast reset, the relinked rewards and the C step) the same command read A 0.400, C 0.210 ms.
 """
 
 from __future__ import annotations
@@ -286,13 +284,15 @@ def _set_pos_site(self: SawyerXYZEnv, name: str, pos: NDArray[Any]) -> None:
 
 
 def set_xyz_action(self: SawyerXYZEnv, action: NDArray[Any]) -> None:
-    """``SawyerXYZEnv.set_xyz_action`` on Python floats (finite float64 actions, one mocap body)."""
+    """``SawyerXYZEnv.set_xyz_action`` on Python floats (finite float64 actions, one mocap body, a float
+    ``action_scale``)."""
     data = self.data
     if (
         type(action) is not np.ndarray
         or action.dtype != np.float64
         or action.shape != (3,)
         or data.mocap_pos.shape[0] != 1
+        or type(self.action_scale) is not float  # e.g. a scale per axis: numpy's broadcasting
     ):
         SawyerXYZEnv.set_xyz_action(self, action)
         return
