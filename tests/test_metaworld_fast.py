@@ -547,6 +547,26 @@ def test_a_class_with_its_own_observation_keeps_it(ml45, override: str) -> None:
     env.close()
 
 
+def test_a_class_with_its_own_hand_control_keeps_it_and_the_python_step(ml45) -> None:
+    """A class that overrides ``set_xyz_action`` keeps it, and its steps call it (no C step)."""
+    task = first_task(ml45, "reach-v3")
+    base = type(make_env(task.task))
+    calls = []
+    own = type(
+        "OwnHand",
+        (base,),
+        {"set_xyz_action": lambda self, a: calls.append(1) or base.set_xyz_action(self, a)},
+    )
+    env = own()
+    replaced = install_fast_paths(env, contacts=True)
+    assert "set_xyz_action" not in replaced and "step" in replaced and env._fast_native is None
+    env.set_task(task.task)
+    env.reset(seed=SEED)
+    env.step(np.array([0.1, 0.2, -0.1, 0.3]))
+    assert calls == [1]
+    env.close()
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_the_hand_stops_at_each_bound_of_its_box_as_in_stock(ml45, axis: int) -> None:
     """Full-scale pushes along one axis, each way, until the mocap sits on the box's bound and stays there:
