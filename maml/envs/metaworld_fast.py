@@ -744,14 +744,7 @@ def for_class(function: types.FunctionType, cls: type) -> types.FunctionType:
     the type it last saw: one function stepping instances of ten classes in turn (a worker's wave) keeps
     missing and re-specialising; a copy per class reads one type. ~2 % of an ML10 step interleaved over 10
     classes (measured beside one campaign run); the same operations, so the same bits."""
-    copy = types.FunctionType(
-        function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__,
-        function.__closure__,
-    )  # fmt: skip
-    copy.__kwdefaults__ = function.__kwdefaults__
-    copy.__qualname__ = function.__qualname__
-    copy.__doc__ = function.__doc__
-    return copy
+    return metaworld_rewards.function_copy(function, code=function.__code__.replace())
 
 
 @functools.cache

@@ -172,11 +172,14 @@ def _module_scope(module_name: str) -> tuple[dict[str, Any], frozenset[str]]:
     return scope, frozenset(names)
 
 
-def _relinked(function: types.FunctionType, scope: dict[str, Any] | None = None) -> types.FunctionType:
-    """``function`` with the fast globals of its module: same code, defaults, closure and names."""
+def function_copy(
+    function: types.FunctionType, code: types.CodeType | None = None, scope: dict[str, Any] | None = None
+) -> types.FunctionType:
+    """A new function object of ``code`` (default: ``function``'s own) with the globals ``scope`` (default:
+    ``function``'s own), and ``function``'s defaults, closure and names."""
     copy = types.FunctionType(
-        function.__code__,
-        _module_scope(function.__module__)[0] if scope is None else scope,
+        function.__code__ if code is None else code,
+        function.__globals__ if scope is None else scope,
         function.__name__,
         function.__defaults__,
         function.__closure__,
@@ -185,6 +188,11 @@ def _relinked(function: types.FunctionType, scope: dict[str, Any] | None = None)
     copy.__qualname__ = function.__qualname__
     copy.__doc__ = function.__doc__
     return copy
+
+
+def _relinked(function: types.FunctionType, scope: dict[str, Any] | None = None) -> types.FunctionType:
+    """``function`` with the fast globals of its module: same code, defaults, closure and names."""
+    return function_copy(function, scope=_module_scope(function.__module__)[0] if scope is None else scope)
 
 
 def _uses_fast_names(function: types.FunctionType) -> bool:
