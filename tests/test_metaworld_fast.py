@@ -11,8 +11,11 @@ one.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import pickle
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import metaworld.env_dict
@@ -155,12 +158,19 @@ def test_fast_paths_stay_on_the_instance(ml45):
     other = make_env(task.task)
     assert not set(replaced) & set(vars(other))
     stock_class = type(other)
-    assert type(env) is not stock_class and type(env).__bases__ == (stock_class,)  # a subclass for them
+    assert type(env) is not stock_class and type(env).__bases__[0] is stock_class  # a subclass for them
+    hand_base = type(env).__bases__[1]  # the hand reset: under the class, over SawyerXYZEnv
+    assert type(env).__mro__[1:] == (stock_class, hand_base, *SawyerXYZEnv.__mro__)
     assert (type(env).__name__, type(env).__module__) == (stock_class.__name__, stock_class.__module__)
     assert {name for name in vars(type(env)) if not name.startswith("__")} == properties
+    hand = {"reset", "_reset_hand"}
+    assert {name for name in vars(hand_base) if not name.startswith("__")} == hand <= set(replaced)
     for name in properties:  # the class itself keeps Meta-World's properties
         assert vars(type(env))[name] is not getattr(stock_class, name) is getattr(SawyerXYZEnv, name)
-    for name in set(replaced) - properties:
+    for name in hand:
+        assert getattr(stock_class, name) is getattr(SawyerXYZEnv, name) is not getattr(type(env), name)
+        assert name not in vars(env)
+    for name in set(replaced) - properties - hand:
         assert getattr(type(env), name) is getattr(stock_class, name)
         assert getattr(env, name).__func__ is not getattr(type(env), name)
     assert type(env).touching_object is SawyerXYZEnv.touching_object
@@ -678,8 +688,8 @@ after that call's hand reset: in stock the 50 steps from wherever the last episo
 fast reset none. A marker has no mass and no collision; no observation, reward or ``info`` reads it, and the
 first step recomputes it from the site position the second call set (equal in both)."""
 OWN_HAND_RESET = ("faucet-close-v3", "faucet-open-v3", "window-close-v3")
-"""Classes that override ``_reset_hand`` (``super()._reset_hand()`` then an attribute): they keep the stock
-reset."""
+"""Classes that override ``_reset_hand`` (``super()._reset_hand()`` then an attribute): the fast hand reset
+runs under their override."""
 RESET_GOALS = (0, 1, 0, 2, 2)
 """Goals of consecutive episodes on one instance: new tasks (new body positions: hand-reset cache misses),
 a task seen before (hits) and the same task twice."""
@@ -753,7 +763,7 @@ def assert_same_resets(tasks: mwt.TaskSet, class_name: str, steps: int = 80) -> 
     pristine = {name: value.copy() for name, value in model_arrays(fresh.model).items()}
     fresh.close()
     replaced = set(install_fast_paths(fast, contacts=True, resets=True))
-    assert ({"reset", "_reset_hand"} <= replaced) == (class_name not in OWN_HAND_RESET)
+    assert {"reset", "_reset_hand"} <= replaced
     assert fast.model.opt.enableflags & mujoco.mjtEnableBit.mjENBL_ISLAND == 0
     assert not mujoco.mj_isSparse(fast.model)  # SCRATCH: no island, no sparse Jacobian structure written
     rng = np.random.default_rng(SEED)
@@ -791,6 +801,8 @@ RESET_SAMPLE = (
     "hammer-v3",  # same
     "stick-pull-v3",  # two objects
     "reach-v3",  # init_tcp read by the first reset_model of a fresh instance
+    "faucet-open-v3",  # its own _reset_hand over the fast one (reachCompleted)
+    "window-close-v3",  # same (init_tcp)
 )
 
 
@@ -892,14 +904,72 @@ def test_the_classes_with_their_own_hand_reset_are_the_ones_listed():
 
 
 @pytest.mark.parametrize("class_name", OWN_HAND_RESET)
-def test_classes_with_their_own_hand_reset_keep_the_stock_reset(ml45, class_name):
-    """Binding the fast ``_reset_hand`` on these would bypass their override (faucet's ``reachCompleted``,
-    window-close's ``init_tcp``): neither it nor the fast ``reset`` is installed."""
+def test_classes_with_their_own_hand_reset_run_it_over_the_fast_one(ml45, class_name):
+    """Their override stays the instance's ``_reset_hand``; its ``super()`` call reaches the fast one (the
+    second reset's hand reset is copied back from the store) and its own line still runs after it."""
+    klass = metaworld.env_dict.ALL_V3_ENVIRONMENTS[class_name]
     env = make_env(first_task(ml45, class_name).task)
     replaced = install_fast_paths(env, contacts=True, resets=True)
-    assert "reset" not in replaced and "_reset_hand" not in replaced and "step" in replaced
-    assert "_reset_hand" not in vars(env) and "reset" not in vars(env)
+    assert {"reset", "_reset_hand", "step"} <= set(replaced)
+    assert "_reset_hand" not in vars(env) and "reset" not in vars(env)  # on the instance's class
+    assert type(env)._reset_hand is klass._reset_hand  # the override first in the resolution order
+    assert type(env).__mro__.index(klass) < type(env).__mro__.index(SawyerXYZEnv) - 1  # the fast base between
+    attribute = "init_tcp" if class_name == "window-close-v3" else "reachCompleted"
+    for _ in range(2):
+        env.set_task(first_task(ml45, class_name).task)
+        env.reset(seed=SEED)
+        setattr(env, attribute, "stale")
+        env.reset(seed=SEED)
+        assert getattr(env, attribute) is not None and not isinstance(getattr(env, attribute), str)
+    assert env._fast_hand_resets.hits >= 2
     env.close()
+
+
+def _hand_reset_class(body: str, folder: Path) -> type:
+    """A subclass of push whose ``_reset_hand`` has this body, from a module file (``inspect`` reads it)."""
+    source = (
+        "from metaworld.envs.sawyer_push_v3 import SawyerPushEnvV3\n\n\n"
+        "class Pushed(SawyerPushEnvV3):\n"
+        "    def _reset_hand(self, steps: int = 50) -> None:\n" + textwrap.indent(body, " " * 8)
+    )
+    path = folder / "hand_reset_variant.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"hand_reset_variant_{folder.name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Pushed
+
+
+@pytest.mark.parametrize(
+    ("body", "accepted"),
+    [
+        ("super()._reset_hand(steps=steps)\nself.flag = False\n", True),
+        ('"""doc"""\nsuper()._reset_hand(steps)\nself.init_tcp = self.tcp_center\n', True),
+        ("super()._reset_hand(steps=steps)\n", True),
+        ("super()._reset_hand(steps=10)\n", False),  # not the steps asked for
+        ("self.flag = False\nsuper()._reset_hand(steps=steps)\n", False),  # before the hand reset
+        ("super()._reset_hand(steps=steps)\nself.flag = self.compute()\n", False),  # a call
+        ("super()._reset_hand(steps=steps)\nself.data.qpos[0] = 0.0\n", False),  # not an attribute of self
+        ("super()._reset_hand(steps=steps)\nself.a = self.b = 0.0\n", False),  # two targets
+        ("super()._reset_hand(steps=steps)\nself.a += 1\n", False),  # not a plain setting
+        ("pass\n", False),
+    ],
+)
+def test_which_own_hand_resets_the_fast_one_runs_under(body, accepted, tmp_path):
+    klass = _hand_reset_class(body, tmp_path)
+    assert metaworld_fast.hand_reset_extends_stock(klass) is accepted
+    assert metaworld_fast.hand_reset_extends_stock(type("Sub", (klass,), {})) is accepted  # inherited
+
+
+def test_the_stock_hand_reset_and_every_v3_override_are_accepted():
+    assert metaworld_fast.hand_reset_extends_stock(SawyerXYZEnv)
+    assert all(map(metaworld_fast.hand_reset_extends_stock, metaworld.env_dict.ALL_V3_ENVIRONMENTS.values()))
+    namespace: dict[str, Any] = {}
+    exec(
+        "def _reset_hand(self, steps=50):\n    super()._reset_hand(steps=steps)\n", namespace
+    )  # no source file
+    assert not metaworld_fast.hand_reset_extends_stock(type("NoSource", (SawyerXYZEnv,), namespace))
 
 
 def test_a_reset_without_mujocos_copy_function_stays_stock(ml45, monkeypatch):

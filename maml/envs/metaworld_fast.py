@@ -48,9 +48,12 @@ order, so that observations, rewards and every ``info`` value are the stock ones
   ~17 µs for a vectorised scan over ``data.contact.geom``, a few contacts a
   step); same value and type as the stock method (Meta-World returns ``False`` or a numpy bool).
 
-- ``reset`` and ``_reset_hand`` (``resets=True``, the default; the 47 classes that do not override
-  ``_reset_hand``). Stock ``reset`` runs ``reset_model`` twice, ``mj_resetData`` between the two, and each
-  call starts with ``_reset_hand``: 50 steps (250 ``mj_step``) holding the mocap at ``hand_init_pos``,
+- ``reset`` and ``_reset_hand`` (``resets=True``, the default; all 50 classes), in a base class of the
+  instance's class placed just above ``SawyerXYZEnv`` (:func:`fast_class`): a class's own ``_reset_hand``
+  (faucet-open, faucet-close, window-close: ``super()._reset_hand(steps=steps)`` then one attribute,
+  :func:`hand_reset_extends_stock`) runs as before, its ``super()`` call reaching the fast one. Stock
+  ``reset`` runs ``reset_model`` twice, ``mj_resetData`` between the two, and each call starts with
+  ``_reset_hand``: 50 steps (250 ``mj_step``) holding the mocap at ``hand_init_pos``,
   nearly all of a reset's 5.3–10.0 ms (mean 6.7 ms over the 50 classes, quiet machine). The first call's
   steps start from wherever the last episode ended and ``mj_resetData`` throws their state away: they are
   skipped (``init_tcp`` is still set: some ``reset_model`` reads it). The second call's steps start from
@@ -737,6 +740,45 @@ def main_object_is_constant(cls: type) -> bool:
     return _MAIN_OBJECT_LOOKUP.fullmatch("None" if value is None else ast.unparse(value)) is not None
 
 
+_SUPER_HAND_RESET = re.compile(r"super\(\)\._reset_hand\((steps=)?steps\)")
+"""The first statement of a ``_reset_hand`` that :func:`hand_reset_extends_stock` accepts."""
+
+
+@functools.cache
+def hand_reset_extends_stock(cls: type) -> bool:
+    """Whether each ``_reset_hand`` that the class's own code defines (below ``SawyerXYZEnv``; none: the
+    stock one) is ``super()._reset_hand(steps=steps)`` followed by plain settings of ``self``'s attributes
+    to a constant or to another attribute of ``self`` (faucet-open and -close's ``reachCompleted = False``,
+    window-close's ``init_tcp = self.tcp_center``). Each ``reset_model`` call sets them again after its hand
+    reset, so the fast hand reset can run under such an override (:func:`fast_class`)."""
+    for klass in cls.__mro__[: cls.__mro__.index(SawyerXYZEnv)]:
+        function = vars(klass).get("_reset_hand")
+        if function is None:
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(function))))
+        except (OSError, TypeError, SyntaxError):
+            return False
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.FunctionDef) else []
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]  # the docstring
+        if not body or _SUPER_HAND_RESET.fullmatch(ast.unparse(body[0])) is None:
+            return False
+        for statement in body[1:]:
+            if not (
+                isinstance(statement, ast.Assign)
+                and len(statement.targets) == 1
+                and _is_attribute_of_self(statement.targets[0])
+                and (isinstance(statement.value, ast.Constant) or _is_attribute_of_self(statement.value))
+            ):
+                return False
+    return True
+
+
+def _is_attribute_of_self(node: ast.expr) -> bool:
+    return isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
+
+
 @functools.cache
 def for_class(function: types.FunctionType, cls: type) -> types.FunctionType:
     """A copy of ``function`` with its own code object for the instances of ``cls`` (same bytecode, globals,
@@ -748,16 +790,23 @@ def for_class(function: types.FunctionType, cls: type) -> types.FunctionType:
 
 
 @functools.cache
-def fast_class(cls: type, tcp: bool, main_object: bool) -> type:
+def fast_class(cls: type, tcp: bool, main_object: bool, hand: bool = False) -> type:
     """A subclass of ``cls`` (same name and module) whose ``tcp_center`` (``tcp``) and
     ``touching_main_object`` (``main_object``) are the properties above: an instance's ``__class__`` is set
-    to it (properties live on the class; ``cls`` itself is left alone)."""
+    to it (properties live on the class; ``cls`` itself is left alone). ``hand``: with a second base, under
+    ``cls`` and over ``SawyerXYZEnv`` in the method resolution order, that holds :func:`reset` and
+    :func:`_reset_hand`: a class's own ``_reset_hand`` (:func:`hand_reset_extends_stock`) runs as before
+    and its ``super()._reset_hand`` reaches the fast one."""
     namespace: dict[str, Any] = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
     if tcp:
         namespace["tcp_center"] = property(for_class(tcp_center, cls), doc=SawyerXYZEnv.tcp_center.__doc__)
     if main_object:
         namespace["touching_main_object"] = property(for_class(touching_main_object, cls))
-    return type(cls.__name__, (cls,), namespace)
+    bases: tuple[type, ...] = (cls,)
+    if hand:
+        resets = {"reset": for_class(reset, cls), "_reset_hand": for_class(_reset_hand, cls)}
+        bases += (type("FastHandReset", (SawyerXYZEnv,), {"__module__": __name__, **resets}),)
+    return type(cls.__name__, bases, namespace)
 
 
 # --- installation -------------------------------------------------------------------------------------------
@@ -830,29 +879,29 @@ def install_fast_paths(
         env._fast_advance = types.MethodType(for_class(_advance_in_c, type(env)), env)
         bind("step", step)
 
-    if (
+    hand = (
         resets
         and _copy_data() is not None
         and _inherits(env, "reset")
-        and _inherits(env, "_reset_hand")
+        and hand_reset_extends_stock(type(env))
         and stock_simulation
         and env.model.ntendon == 0
         and bool(np.all(env.model.actuator_trntype == mujoco.mjtTrn.mjTRN_JOINT))
-    ):  # sites then carry no force: site_pos (set per task) stays out of the hand-reset key
+    )  # sites then carry no force: site_pos (set per task) stays out of the hand-reset key
+    if hand:
         env._fast_hand = None
         env._fast_hand_resets = HandResets()
-        bind("_reset_hand", _reset_hand)
-        bind("reset", reset)
     if rewards:
         replaced += metaworld_rewards.relink(env)
 
     tcp = fingers is not None and _inherits(env, "tcp_center")
     main_object = _inherits(env, "touching_main_object") and main_object_is_constant(type(env))
-    if tcp or main_object:  # last: the checks above look at the class's own attributes
+    if tcp or main_object or hand:  # last: the checks above look at the class's own attributes
         env._fast_tcp_ids = fingers
         env._fast_main_object = _UNSET
-        env.__class__ = fast_class(type(env), tcp, main_object)
-        replaced += [name for name, on in (("tcp_center", tcp), ("touching_main_object", main_object)) if on]
+        env.__class__ = fast_class(type(env), tcp, main_object, hand)
+        on = {"tcp_center": tcp, "touching_main_object": main_object, "_reset_hand": hand, "reset": hand}
+        replaced += [name for name, installed in on.items() if installed]
     return replaced
 
 
