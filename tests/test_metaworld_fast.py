@@ -925,12 +925,11 @@ def test_classes_with_their_own_hand_reset_run_it_over_the_fast_one(ml45, class_
     env.close()
 
 
-def _hand_reset_class(body: str, folder: Path) -> type:
-    """A subclass of push whose ``_reset_hand`` has this body, from a module file (``inspect`` reads it)."""
+def _push_subclass(class_body: str, folder: Path) -> type:
+    """A subclass of push with this class body, from a module file (``inspect`` reads its source)."""
     source = (
         "from metaworld.envs.sawyer_push_v3 import SawyerPushEnvV3\n\n\n"
-        "class Pushed(SawyerPushEnvV3):\n"
-        "    def _reset_hand(self, steps: int = 50) -> None:\n" + textwrap.indent(body, " " * 8)
+        "class Pushed(SawyerPushEnvV3):\n" + textwrap.indent(class_body, " " * 4)
     )
     path = folder / "hand_reset_variant.py"
     path.write_text(source)
@@ -939,6 +938,13 @@ def _hand_reset_class(body: str, folder: Path) -> type:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.Pushed
+
+
+def _hand_reset_class(body: str, folder: Path) -> type:
+    """A subclass of push whose ``_reset_hand`` has this body."""
+    return _push_subclass(
+        "def _reset_hand(self, steps: int = 50) -> None:\n" + textwrap.indent(body, " " * 4), folder
+    )
 
 
 @pytest.mark.parametrize(
@@ -960,6 +966,24 @@ def test_which_own_hand_resets_the_fast_one_runs_under(body, accepted, tmp_path)
     klass = _hand_reset_class(body, tmp_path)
     assert metaworld_fast.hand_reset_extends_stock(klass) is accepted
     assert metaworld_fast.hand_reset_extends_stock(type("Sub", (klass,), {})) is accepted  # inherited
+
+
+def test_a_hand_reset_that_is_not_a_function_definition_is_refused(tmp_path):
+    klass = _push_subclass("_reset_hand = lambda self, steps=50: None\n", tmp_path)
+    assert not metaworld_fast.hand_reset_extends_stock(klass)
+
+
+def test_a_class_with_its_own_tcp_center_keeps_it_beside_the_other_fast_property(ml45):
+    """Without the fast resets, a class whose ``tcp_center`` is its own still gets the subclass for the fast
+    ``touching_main_object`` (either property, or the hand reset, is reason enough for one)."""
+    base = type(make_env(first_task(ml45, "push-v3").task))
+    own_tcp = property(lambda self: base.tcp_center.fget(self))
+    env = type("OwnTcp", (base,), {"tcp_center": own_tcp})()
+    replaced = install_fast_paths(env, contacts=True, resets=False)
+    assert "touching_main_object" in replaced and "tcp_center" not in replaced and "reset" not in replaced
+    assert type(env).__bases__ == (type(env).__mro__[1],) and type(env).tcp_center is own_tcp
+    assert "touching_main_object" in vars(type(env))
+    env.close()
 
 
 def test_the_stock_hand_reset_and_every_v3_override_are_accepted():

@@ -790,7 +790,7 @@ def for_class(function: types.FunctionType, cls: type) -> types.FunctionType:
 
 
 @functools.cache
-def fast_class(cls: type, tcp: bool, main_object: bool, hand: bool = False) -> type:
+def fast_class(cls: type, tcp: bool, main_object: bool, hand: bool) -> type:
     """A subclass of ``cls`` (same name and module) whose ``tcp_center`` (``tcp``) and
     ``touching_main_object`` (``main_object``) are the properties above: an instance's ``__class__`` is set
     to it (properties live on the class; ``cls`` itself is left alone). ``hand``: with a second base, under
