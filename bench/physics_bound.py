@@ -37,6 +37,17 @@ MOCAP_QUAT = (1.0, 0.0, 1.0, 0.0)
 """The mocap quaternion ``set_xyz_action`` writes at every step."""
 
 
+def reset_env(task: Any, seed: int) -> tuple[Any, NDArray[np.float64]]:
+    """A stock instance of the task's class, task set and reset with ``seed``, and its physics state then
+    (``mjSTATE_FULLPHYSICS``): where a replay starts."""
+    env = make_env(task.task)
+    env.set_task(task.task)
+    env.reset(seed=seed)
+    state = np.empty(mujoco.mj_stateSize(env.model, _START))
+    mujoco.mj_getState(env.model, env.data, state, _START)
+    return env, state
+
+
 def mocap_controls(
     actions: NDArray[np.float64],
     start: NDArray[np.float64],
@@ -65,11 +76,7 @@ class ReplayBound:
         self.starts: list[NDArray[np.float64]] = []
         self.warmstarts: list[NDArray[np.float64]] = []
         for task in tasks:
-            env = make_env(task.task)
-            env.set_task(task.task)
-            env.reset(seed=seed)
-            state = np.empty(mujoco.mj_stateSize(env.model, _START))
-            mujoco.mj_getState(env.model, env.data, state, _START)
+            env, state = reset_env(task, seed)
             self.envs.append(env)
             self.starts.append(state)
             self.warmstarts.append(env.data.qacc_warmstart.copy())
@@ -123,12 +130,8 @@ def idle_seconds(tasks: Sequence[Any], horizon: int, seed: int, tries: int = 3) 
     its reset state with the controls the reset left (hand still, gripper idle), best of ``tries``, summed."""
     total = 0.0
     for task in tasks:
-        env = make_env(task.task)
-        env.set_task(task.task)
-        env.reset(seed=seed)
+        env, start_state = reset_env(task, seed)
         model, data, frame_skip = env.model, env.data, env.frame_skip
-        start_state = np.empty(mujoco.mj_stateSize(model, _START))
-        mujoco.mj_getState(model, data, start_state, _START)
         best = float("inf")
         for _ in range(tries):
             mujoco.mj_setState(model, data, start_state, _START)

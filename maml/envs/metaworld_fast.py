@@ -722,18 +722,24 @@ def touching_main_object(self: SawyerXYZEnv) -> bool:
     return self.touching_object(geom)
 
 
+def _statements(function: Any) -> list[ast.stmt]:
+    """The statements of a function's ``def``, docstring left out, read from its source (none where the
+    source cannot be read or is not a ``def``: a lambda, a builtin, code made at run time)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(function))))
+    except (OSError, TypeError, SyntaxError):
+        return []
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.FunctionDef) else []
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    return body
+
+
 @functools.cache
 def main_object_is_constant(cls: type) -> bool:
     """Whether the class's ``_get_id_main_object`` is one ``return`` of a geom looked up by a literal name
     (or of ``None``): its value is then the same for the life of an instance."""
-    function = inspect.unwrap(cls._get_id_main_object)
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    except (OSError, TypeError, SyntaxError):
-        return False
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.FunctionDef) else []
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-        body = body[1:]  # the docstring
+    body = _statements(cls._get_id_main_object)
     if len(body) != 1 or not isinstance(body[0], ast.Return):
         return False
     value = body[0].value
@@ -755,13 +761,7 @@ def hand_reset_extends_stock(cls: type) -> bool:
         function = vars(klass).get("_reset_hand")
         if function is None:
             continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(function))))
-        except (OSError, TypeError, SyntaxError):
-            return False
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.FunctionDef) else []
-        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-            body = body[1:]  # the docstring
+        body = _statements(function)
         if not body or _SUPER_HAND_RESET.fullmatch(ast.unparse(body[0])) is None:
             return False
         for statement in body[1:]:
